@@ -31,6 +31,8 @@ demo: venv
 
 bench: venv
 	$(PY) benchmarks/bench_selection.py
+	$(PY) benchmarks/bench_reward.py
+	$(PY) benchmarks/bench_sandbox.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,120 @@
+"""Sandbox configuration and result types (no heavy imports)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+Status = Literal["ok", "exec_error", "timeout", "memory_error", "output_limit", "sandbox_error"]
+STATUSES: tuple[str, ...] = ("ok", "exec_error", "timeout", "memory_error", "output_limit", "sandbox_error")
+ISOLATION_MODES = ("auto", "namespaces", "bwrap", "none")
+REQUIREMENTS = ("none", "network", "pid", "filesystem", "full")
+BACKENDS = ("forkserver", "subprocess", "sandbox_fusion")
+
+#: Environment the snippet sees; HOME, TMPDIR and PWD are set to its private working directory.
+DEFAULT_ENV: dict[str, str] = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONIOENCODING": "utf-8",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+class SandboxConfigError(ValueError):
+    """A sandbox config value is invalid (the message names the key)."""
+
+
+class SandboxUnavailableError(RuntimeError):
+    """The isolation a config requires is not available on this machine."""
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How snippets are executed. Defaults follow the release's code-judge set-up (4 s, 256+128 MB, stdout capped)."""
+
+    backend: str = "forkserver"
+    """forkserver (pre-warmed, forks per run) | subprocess (fresh `python` per run, the release's design) |
+    sandbox_fusion (remote SandboxFusion /run_code service)."""
+    isolation: str = "auto"
+    """auto (best available: namespaces, else bwrap, else none) | namespaces | bwrap | none (rlimits + process tree)."""
+    require_isolation: str = "none"
+    """Refuse to start with less: none | network | pid | filesystem | full (network + pid + filesystem)."""
+    timeout_s: float = 4.0
+    """Default wall-clock limit per execution (RLIMIT_CPU is set to ceil(timeout)+1 as a backstop)."""
+    memory_mb: int = 384
+    """Default address-space limit (RLIMIT_AS) of the snippet process in MiB; it includes the interpreter itself."""
+    max_output_bytes: int = 1 << 20
+    """Cap per stream (stdout, stderr); more than this ends the run with status output_limit."""
+    max_file_bytes: int = 64 << 20
+    """RLIMIT_FSIZE: largest file the snippet may write."""
+    max_open_files: int = 256
+    """RLIMIT_NOFILE of the snippet."""
+    max_processes: int = 256
+    """RLIMIT_NPROC of the snippet (enforced for non-root users; PID namespaces contain root's)."""
+    tmpfs_mb: int = 512
+    """Size of the private tmpfs holding run directories (namespaces/bwrap isolation)."""
+    max_concurrency: int = 0
+    """Executions running at once per pool (more are queued in the fork server); 0 = 2 x CPU count."""
+    python: str = sys.executable
+    """Interpreter that runs snippets (its site-packages are importable by them)."""
+    preload: tuple[str, ...] = ()
+    """Modules the fork server imports once so snippets get them for free (e.g. ("numpy", "sympy"))."""
+    env: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV))
+    """Complete environment of the snippet (nothing of the host's is inherited)."""
+    workdir_base: str = ""
+    """Host directory for run directories when no private tmpfs is used; "" = the system temp dir."""
+    start_timeout_s: float = 30.0
+    """How long the fork server may take to start (preloads included)."""
+    sandbox_fusion_url: str = ""
+    """URL of a SandboxFusion /run_code endpoint (backend sandbox_fusion)."""
+    sandbox_fusion_max_concurrency: int = 32
+    """Concurrent HTTP calls to SandboxFusion per pool."""
+
+    def __post_init__(self) -> None:
+        def bad(key: str, msg: str) -> SandboxConfigError:
+            return SandboxConfigError(f"SandboxConfig.{key}: {msg}")
+
+        if self.backend not in BACKENDS:
+            raise bad("backend", f"{self.backend!r} is not one of {BACKENDS}")
+        if self.isolation not in ISOLATION_MODES:
+            raise bad("isolation", f"{self.isolation!r} is not one of {ISOLATION_MODES}")
+        if self.require_isolation not in REQUIREMENTS:
+            raise bad("require_isolation", f"{self.require_isolation!r} is not one of {REQUIREMENTS}")
+        if not self.timeout_s > 0:
+            raise bad("timeout_s", f"must be > 0, got {self.timeout_s!r}")
+        for key in ("memory_mb", "max_output_bytes", "max_file_bytes", "max_open_files", "max_processes", "tmpfs_mb"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
+                raise bad(key, f"must be a positive int, got {getattr(self, key)!r}")
+        if self.max_concurrency < 0:
+            raise bad("max_concurrency", f"must be >= 0, got {self.max_concurrency!r}")
+        if self.backend == "sandbox_fusion" and not self.sandbox_fusion_url:
+            raise bad("sandbox_fusion_url", "is required with backend='sandbox_fusion'")
+        if self.backend != "sandbox_fusion" and not os.path.exists(self.python):
+            raise bad("python", f"{self.python!r} does not exist")
+
+    @property
+    def concurrency(self) -> int:
+        """Effective max_concurrency."""
+        return self.max_concurrency or 2 * (os.cpu_count() or 1)
+
+
+@dataclass
+class ExecutionResult:
+    """Outcome of one execution. ``exit_code`` is negative (-signal) when the snippet was killed, None if never run."""
+
+    status: str
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    detail: str = ""
+    """Why, for sandbox_error / output_limit / timeout (machinery message, never the snippet's output)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"

@@ -1,0 +1,76 @@
+"""Registration happens through verl's ``verl.plugins`` entry point, in a fresh interpreter, and fails loudly.
+
+Each test starts a real subprocess of the project's venv python: ``import verl`` there must load our entry point
+(the package is pip-installed editable with ``verl.plugins: grporoc = grporoc_plugin.register``) exactly as every
+trainer / Ray worker process does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
+
+PROBE = textwrap.dedent(
+    """
+    import sys
+    import verl
+    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
+    print("REGISTERED" if "grpo_roc" in ADV_ESTIMATOR_REGISTRY else "NOT_REGISTERED")
+    print("FROM_" + getattr(ADV_ESTIMATOR_REGISTRY.get("grpo_roc"), "__module__", "nowhere"))
+    print("PLUGIN_IMPORTED" if "grporoc_plugin.register" in sys.modules else "PLUGIN_NOT_IMPORTED")
+    """
+)
+
+
+def _run(args: list[str], env_update: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
+    env.update(env_update or {})
+    # run from a neutral directory so the repo is found through the installed distribution, not the cwd
+    return subprocess.run(
+        [PYTHON, *args], cwd="/", env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_entry_point_registers_grpo_roc_on_import_verl():
+    """Positive control for the doctor test below: nothing blocked -> registered by ``import verl`` alone."""
+    proc = _run(["-c", PROBE])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "REGISTERED" in proc.stdout.split() and "PLUGIN_IMPORTED" in proc.stdout.split(), proc.stdout
+    assert "FROM_grporoc_plugin.algos" in proc.stdout.split(), proc.stdout
+
+
+def test_disabling_external_plugins_disables_registration():
+    """VERL_USE_EXTERNAL_PLUGINS=none turns it off: the entry point is the mechanism, not some other import."""
+    proc = _run(["-c", PROBE], {"VERL_USE_EXTERNAL_PLUGINS": "none"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "NOT_REGISTERED" in proc.stdout.split() and "PLUGIN_NOT_IMPORTED" in proc.stdout.split(), proc.stdout
+
+
+def _doctor_line(stdout: str, needle: str) -> str:
+    lines = [line for line in stdout.splitlines() if needle in line]
+    assert lines, f"no doctor line mentions {needle!r}:\n{stdout}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("blocked", ["grporoc_plugin.algos"])
+def test_doctor_fails_loudly_when_a_component_cannot_be_imported(tmp_path, blocked):
+    """A sitecustomize on PYTHONPATH makes importing one component raise ImportError in the doctor's process.
+
+    verl swallows entry-point errors, so without the doctor this plugin would silently vanish.
+    """
+    (tmp_path / "sitecustomize.py").write_text(
+        f"import sys\nsys.modules[{blocked!r}] = None  # any import of it now raises ImportError\n"
+    )
+    proc = _run(["-m", "grporoc_plugin", "doctor"], {"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode != 0, proc.stdout
+    assert _doctor_line(proc.stdout, "advantage estimator 'grpo_roc'").startswith("[MISSING]"), proc.stdout
+    assert f"[ERROR] import of {blocked} failed" in proc.stdout, proc.stdout
