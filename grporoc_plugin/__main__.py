@@ -66,6 +66,10 @@ def _samplers() -> bool:
 
 
 def _cpu_backend() -> bool:
+    from grporoc_plugin.cpu import backend
+
+    if not backend.is_active():  # inert by design unless VERL_PLATFORM=cpu: nothing to check
+        return True
     from verl.workers.rollout.replica import RolloutReplicaRegistry
 
     return "hf" in RolloutReplicaRegistry._registry
@@ -79,7 +83,7 @@ CHECKS: list[tuple[str, Callable[[], bool]]] = [
     ("agent loop 'grporoc_tool_agent'", _agent_loop),
     ("code tool grporoc_plugin.tools.code_tool.CodeExecTool", _code_tool),
     ("V1 sampler grporoc_plugin.v1.sampler.RoCReplayBuffer", _samplers),
-    ("CPU backend rollout 'hf'", _cpu_backend),
+    ("CPU backend (rollout 'hf' when VERL_PLATFORM=cpu)", _cpu_backend),
 ]
 
 

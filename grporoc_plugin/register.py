@@ -16,11 +16,12 @@ logger = logging.getLogger(__name__)
 
 #: Modules whose import performs a registration, with what they register (for ``doctor``).
 COMPONENT_MODULES: dict[str, str] = {
+    # First: once VERL_PLATFORM=cpu is set, verl must know the "cpu" platform before anything asks for the platform.
+    "grporoc_plugin.cpu.backend": "CPU platform + 'hf' rollout (active only with VERL_PLATFORM=cpu)",
     "grporoc_plugin.algos": "advantage estimator 'grpo_roc'",
     "grporoc_plugin.reward.manager": "reward manager 'grporoc' (reward-loop registry)",
     "grporoc_plugin.tools.parser": "tool parser 'grporoc_hermes'",
     "grporoc_plugin.tools.agent_loop": "agent loop 'grporoc_tool_agent'",
-    "grporoc_plugin.cpu.backend": "CPU platform + 'hf' rollout (active only with VERL_PLATFORM=cpu)",
 }
 
 #: module name -> "ExcType: message" for every component that failed to register in this process.

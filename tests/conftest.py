@@ -1,0 +1,148 @@
+"""Shared fixtures: session-scoped tiny offline assets and an isolated, always-cleaned-up trainer/Ray runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+HEAVY_LOCK = "/tmp/grporoc_heavy.lock"  # one Ray/trainer run at a time on the shared 2-core box
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory) -> dict[str, str]:
+    """Tiny tokenizer + random Qwen2 + arithmetic parquet (``build_all``), built once per session (~10 s)."""
+    from grporoc_plugin.demo.assets import build_all
+
+    start = time.perf_counter()
+    paths = build_all(str(tmp_path_factory.mktemp("tiny_assets")))
+    paths["build_s"] = f"{time.perf_counter() - start:.2f}"
+    return paths
+
+
+@dataclass
+class IsolatedRun:
+    """Outcome of :func:`run_isolated`."""
+
+    rc: int
+    output: str
+    wall_s: float
+    peak_rss_gib: float
+    timed_out: bool
+
+
+def _pids_matching(needle: str) -> list[int]:
+    """PIDs whose command line mentions ``needle`` (our unique Ray temp dir)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle.encode() in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[3]) == sid:  # field 6 (session id) of /proc/<pid>/stat
+                    pids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def _rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def kill_ray_tree(sid: int, ray_temp_dir: str) -> None:
+    """Kill everything a run started: its session (process group leader = sid) and any Ray process using its temp dir.
+
+    Scoped on purpose: a plain ``ray stop`` would also kill other users' clusters on a shared machine.
+    """
+    for _ in range(3):
+        pids = set(_session_pids(sid)) | set(_pids_matching(ray_temp_dir))
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+
+
+def run_isolated(cmd: list[str], *, env: dict[str, str], timeout_s: float, cwd: str, ray_temp_dir: str) -> IsolatedRun:
+    """Run ``cmd`` in its own session under the heavy-job lock; always kill its process tree and Ray processes."""
+    import fcntl
+
+    with open(HEAVY_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        peak, stop = [0], threading.Event()
+
+        def sample_rss() -> None:
+            while not stop.wait(0.5):
+                peak[0] = max(
+                    peak[0], _rss_bytes(list(set(_session_pids(proc.pid)) | set(_pids_matching(ray_temp_dir))))
+                )
+
+        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler.start()
+        timed_out = False
+        try:
+            output, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            kill_ray_tree(proc.pid, ray_temp_dir)
+            output, _ = proc.communicate()
+        finally:
+            stop.set()
+            sampler.join()
+            kill_ray_tree(proc.pid, ray_temp_dir)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return IsolatedRun(proc.returncode, output, time.perf_counter() - start, peak[0] / 2**30, timed_out)
+
+
+@pytest.fixture
+def ray_temp_dir():
+    """A short, unique Ray temp dir (Unix socket paths must stay < 108 chars), removed afterwards."""
+    path = tempfile.mkdtemp(prefix="grr_", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def isolated_run():
+    """:func:`run_isolated`: run a trainer/Ray command in its own session, always killing what it started."""
+    return run_isolated

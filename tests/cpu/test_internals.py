@@ -1,0 +1,124 @@
+"""Pins every private verl internal the CPU backend relies on (``grporoc_plugin.cpu.internals``).
+
+Each test fails with a message naming the internal, so a verl upgrade that moves one is diagnosed at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+
+from grporoc_plugin.cpu import internals
+
+
+def test_rollout_registry_is_name_mode_to_fqn_dict():
+    from verl.workers.rollout import base
+
+    registry = getattr(base, "_ROLLOUT_REGISTRY", None)
+    assert isinstance(registry, dict), f"{internals.ROLLOUT_REGISTRY} is gone"
+    assert ("vllm", "async") in registry and isinstance(registry[("vllm", "async")], str), (
+        f"{internals.ROLLOUT_REGISTRY} no longer maps (name, mode) -> 'module.Class'"
+    )
+    src = inspect.getsource(base.get_rollout_class)
+    assert "_ROLLOUT_REGISTRY[(rollout_name, mode)]" in src, (
+        f"get_rollout_class no longer reads {internals.ROLLOUT_REGISTRY}"
+    )
+
+
+def test_register_rollout_adapter_resolves_through_get_rollout_class():
+    from verl.workers.rollout import base
+
+    internals.register_rollout_adapter("grporoc_pin_test", "async", "verl.workers.rollout.base.BaseRollout")
+    try:
+        assert base.get_rollout_class("grporoc_pin_test", "async") is base.BaseRollout
+    finally:
+        base._ROLLOUT_REGISTRY.pop(("grporoc_pin_test", "async"))
+
+
+def test_initialize_global_process_group_ray_signature_and_default():
+    from verl.utils import distributed
+
+    func = distributed.initialize_global_process_group_ray
+    params = list(inspect.signature(func).parameters.values())
+    assert [(p.name, p.default) for p in params] == [("timeout_second", None), ("backend", None)], (
+        f"{internals.INIT_PG_FUNC} signature changed: {inspect.signature(func)}"
+    )
+    src = inspect.getsource(func)
+    # the default we override is the one that breaks on CPU ("cpu:gloo,cpu:gloo" is a duplicate device)
+    assert 'backend = backend or f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"' in src, (
+        f"{internals.INIT_PG_FUNC} builds its default backend differently now: re-check the gloo override"
+    )
+    from verl.workers import engine_workers
+
+    assert engine_workers.initialize_global_process_group_ray is func, (
+        "engine_workers no longer uses verl.utils.distributed.initialize_global_process_group_ray"
+    )
+    assert re.search(
+        r"initialize_global_process_group_ray\(timeout_second=None\)", inspect.getsource(engine_workers)
+    ), "TrainingWorker no longer calls initialize_global_process_group_ray() with the default backend"
+
+
+def test_fsdp2_forward_only_engine_pins_memory_through_module_global():
+    import verl.workers.engine.fsdp.transformer_impl as impl
+
+    assert hasattr(impl, "CPUOffloadPolicy"), f"{internals.FSDP_IMPL_MODULE}.CPUOffloadPolicy is gone"
+    assert "CPUOffloadPolicy(pin_memory=True)" in inspect.getsource(impl), (
+        f"{internals.FSDP_IMPL_MODULE} no longer builds CPUOffloadPolicy(pin_memory=True): re-check the unpin fix"
+    )
+    assert list(inspect.signature(impl.CPUOffloadPolicy).parameters) == ["pin_memory"]
+
+
+def test_engine_registry_device_override_env_and_cuda_fsdp_engines():
+    from verl.workers.engine.base import EngineRegistry
+
+    src = inspect.getsource(EngineRegistry.get_engine_cls)
+    assert f'os.getenv("{internals.ENGINE_DEVICE_ENV}")' in src, (
+        f"EngineRegistry.get_engine_cls no longer honours {internals.ENGINE_DEVICE_ENV}"
+    )
+    import verl.workers.engine.fsdp  # noqa: F401 - registers the FSDP engines
+
+    for backend in ("fsdp", "fsdp2"):
+        assert "cuda" in EngineRegistry._engines["language_model"][backend], f"no cuda FSDP engine for {backend}"
+
+
+def test_rollout_replica_protocol():
+    from verl.workers.rollout.replica import RolloutReplica
+
+    from grporoc_plugin.cpu.backend import HFRolloutServer
+
+    init_src = inspect.getsource(RolloutReplica.__init__)
+    for attr in internals.REPLICA_SERVER_ATTRS:
+        assert f"self.{attr}" in init_src, f"RolloutReplica no longer has the private attribute {attr}"
+    assert "return self._server_handle" in inspect.getsource(RolloutReplica.server_handle.fget)
+    called = set(re.findall(r"server\.(\w+)\.remote", inspect.getsource(RolloutReplica)))
+    from verl.workers.rollout import llm_server
+
+    called |= set(re.findall(r"server\.(\w+)\.remote", inspect.getsource(llm_server.LLMServerClient)))
+    missing = called - set(internals.SERVER_METHODS_CALLED_BY_VERL)
+    assert not missing, f"verl now calls rollout server methods {missing}: add them to HFRolloutServer"
+    for name in internals.SERVER_METHODS_CALLED_BY_VERL:
+        assert inspect.iscoroutinefunction(getattr(HFRolloutServer, name)), f"HFRolloutServer.{name} missing"
+
+
+def test_cpu_platform_implements_platform_base():
+    from grporoc_plugin.cpu.backend import PlatformCPU
+
+    platform = PlatformCPU()  # raises TypeError if verl added an abstract method
+    assert platform.device_name == "cpu" and platform.communication_backend_name() == "gloo"
+    assert platform.ray_resource_options(0.5) == {"num_gpus": 0.5}
+
+
+def test_after_import_hook_runs_on_first_import(tmp_path, monkeypatch):
+    (tmp_path / "grporoc_pin_dummy.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    internals.after_import("grporoc_pin_dummy", lambda m: seen.append(m.VALUE))
+    try:
+        import grporoc_pin_dummy  # noqa: F401
+
+        assert seen == [1]
+        internals.after_import("grporoc_pin_dummy", lambda m: seen.append(2))  # already imported: runs at once
+        assert seen == [1, 2]
+    finally:
+        sys.modules.pop("grporoc_pin_dummy", None)
