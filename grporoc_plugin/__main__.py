@@ -65,6 +65,14 @@ def _samplers() -> bool:
     return issubclass(RoCReplayBuffer, ReplayBuffer)
 
 
+def _trainer_mode() -> bool:
+    from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
+
+    from grporoc_plugin.v1.trainer import RoCTrainerSync
+
+    return get_trainer_cls("grporoc_sync") is RoCTrainerSync
+
+
 def _cpu_backend() -> bool:
     from grporoc_plugin.cpu import backend
 
@@ -83,6 +91,7 @@ CHECKS: list[tuple[str, Callable[[], bool]]] = [
     ("agent loop 'grporoc_tool_agent'", _agent_loop),
     ("code tool grporoc_plugin.tools.code_tool.CodeExecTool", _code_tool),
     ("V1 sampler grporoc_plugin.v1.sampler.RoCReplayBuffer", _samplers),
+    ("V1 trainer mode 'grporoc_sync' (colocated reward model)", _trainer_mode),
     ("CPU backend (rollout 'hf' when VERL_PLATFORM=cpu)", _cpu_backend),
 ]
 

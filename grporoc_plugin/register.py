@@ -42,3 +42,13 @@ def register_all() -> dict[str, str]:
 
 
 register_all()
+
+# trainer.v1.trainer_mode=grporoc_sync (colocated reward model): registered lazily, the moment verl imports
+# verl.trainer.ppo.v1, so this module never pulls TransferQueue into every verl process.
+try:
+    from grporoc_plugin.v1 import install_trainer_hook
+
+    install_trainer_hook()
+except Exception as exc:  # noqa: BLE001 - recorded and reported by doctor, like the components above
+    REGISTRATION_ERRORS["grporoc_plugin.v1 (trainer hook)"] = f"{type(exc).__name__}: {exc}"
+    logger.warning("grporoc_plugin: failed to install the grporoc_sync trainer hook: %s", exc)

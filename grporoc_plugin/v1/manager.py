@@ -1,0 +1,72 @@
+"""Oversampling for GRPO-RoC on verl's V1 trainer: each train prompt generates ``algorithm.roc.oversample_n`` sessions.
+
+Select it with::
+
+    +actor_rollout_ref.rollout.agent.agent_loop_manager_class=grporoc_plugin.v1.manager.RoCAgentLoopManagerTQ
+
+``actor_rollout_ref.rollout.n`` stays the kept group size G (verl sizes PPO mini-batches by it); the manager sets the
+per-prompt ``__rollout_n__`` that ``AgentLoopWorkerTQ._run_prompt`` honours. Validation batches are left alone (their
+``validate`` flag is set; ``val_kwargs.n`` applies).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from tensordict import TensorDict
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
+
+from grporoc_plugin.config import RoCConfigError, RoCSettings, resolve_settings, roc_section, validate_run_config
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
+
+__all__ = ["RoCAgentLoopManagerTQ", "add_rollout_n"]
+
+
+def _is_validation(prompts: TensorDict) -> bool:
+    if "validate" not in prompts.keys():
+        return False
+    value = prompts.get("validate")
+    value = getattr(value, "data", value)
+    if isinstance(value, torch.Tensor):
+        return bool(value.reshape(-1)[0].item()) if value.numel() else False
+    return bool(value)
+
+
+def add_rollout_n(prompts: TensorDict, n: int) -> TensorDict:
+    """Set ``__rollout_n__ = n`` for every train prompt (validation batches unchanged); returns ``prompts``."""
+    if _is_validation(prompts) or "__rollout_n__" in prompts.keys():
+        return prompts  # a dataset-provided per-prompt n wins
+    prompts.set("__rollout_n__", torch.full((prompts.batch_size[0],), int(n), dtype=torch.int64))
+    return prompts
+
+
+class RoCAgentLoopManagerTQ(AgentLoopManagerTQ):
+    """``AgentLoopManagerTQ`` that oversamples train prompts to ``algorithm.roc.oversample_n`` sessions."""
+
+    def __init__(self, config, *args, **kwargs):
+        roc = roc_section(config)
+        if roc is None:
+            raise RoCConfigError(
+                "RoCAgentLoopManagerTQ needs algorithm.roc (plugin config grporoc.yaml, or +algorithm.roc.* overrides)"
+            )
+        self.roc_settings: RoCSettings = resolve_settings(roc, rollout_n=config.actor_rollout_ref.rollout.n)
+        for warning in validate_run_config(config, self.roc_settings, trainer="v1"):
+            logger.warning("grporoc: %s", warning)
+        custom = config.trainer.v1.sampler.get("custom_sampler", None) or {}
+        mode = config.trainer.v1.get("trainer_mode", "sync")
+        if mode == "sync" and str(custom.get("name", "")) != "RoCReplayBuffer":
+            raise RoCConfigError(
+                "RoCAgentLoopManagerTQ oversamples but nothing selects: set trainer.v1.sampler.custom_sampler."
+                "{path=pkg://grporoc_plugin.v1.sampler,name=RoCReplayBuffer} or trainer.v1.trainer_mode=grporoc_sync"
+            )
+        super().__init__(config, *args, **kwargs)
+
+    def generate_sequences(self, prompts: TensorDict) -> None:
+        """Dispatch like verl, with ``oversample_n`` sessions per train prompt when RoC is enabled."""
+        if self.roc_settings.enable:
+            add_rollout_n(prompts, self.roc_settings.oversample_n)
+        return super().generate_sequences(prompts)

@@ -1,0 +1,149 @@
+"""RoCReplayBuffer against a real TransferQueue: selection, cleared keys, whole sessions, val passthrough, metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from grporoc_plugin.config import RoCConfigError
+
+ROC = {"min_pos": 1, "min_neg": 1, "empty_batch": "keep_one"}
+
+
+def make_buffer(**roc):
+    from grporoc_plugin.v1.sampler import RoCReplayBuffer
+
+    return RoCReplayBuffer(
+        trainer_mode="sync",
+        trainer_config={},
+        max_off_policy_threshold=None,
+        max_off_policy_strategy="drop",
+        sampler_kwargs={"roc": {**ROC, **roc}, "rollout_n": 4},
+        poll_interval=0.05,
+        refill_fn=None,
+    )
+
+
+def stored_keys(tq, partition="train") -> set[str]:
+    return set((tq.kv_list(partition) or {}).get(partition, {}))
+
+
+def test_train_selection_whole_sessions_and_cleared_keys(transfer_queue, put_group):
+    tq = transfer_queue
+    # g1: 4 correct (p_err 1, 0, .5, 0) + 4 wrong -> keeps the two clean positives and the first two negatives
+    g1 = [
+        {"acc": a, "p_err": p, "tool_calls": 1}
+        for a, p in zip([1, 1, 1, 1, 0, 0, 0, 0], [1, 0, 0.5, 0, 0, 0, 0, 0], strict=True)
+    ]
+    # g2: all correct -> rejected (zero advantage)
+    g2 = [{"acc": 1.0, "p_err": 0.0, "tool_calls": 1}] * 8
+    # g3: multi-output sessions (2 outputs each): 2 correct, 6 wrong; the no-tool positive has the higher penalty
+    g3 = [
+        {"acc": a, "outputs": 2, "p_err": p, "tool_calls": t}
+        for a, p, t in zip([0, 1, 0, 0, 1, 0, 0, 0], [0, 0.5, 0, 0, 0, 0, 0, 0], [1, 0, 1, 1, 1, 1, 1, 1], strict=True)
+    ]
+    written = set(put_group(tq, "g1", g1) + put_group(tq, "g2", g2) + put_group(tq, "g3", g3))
+
+    batch, metrics = make_buffer().sample(global_steps=1, partition_id="train", batch_size=3)
+
+    kept = set(batch.keys)
+    assert {k for k in kept if k.startswith("g1_")} == {"g1_1_0", "g1_3_0", "g1_4_0", "g1_5_0"}
+    assert not any(k.startswith("g2_") for k in kept)
+    g3_sessions = {k.rsplit("_", 1)[0] for k in kept if k.startswith("g3_")}
+    assert len(g3_sessions) == 4  # G sessions per kept group
+    for sess in g3_sessions:  # whole sessions: both outputs of every kept session
+        assert {f"{sess}_0", f"{sess}_1"} <= kept
+    # 2 pos / 6 neg -> round(2*4/8) = 1 positive (the clean tool user, not the no-tool one) + the first 3 negatives
+    assert g3_sessions == {"g3_0", "g3_2", "g3_3", "g3_4"}
+    assert len(batch.tags) == len(batch.keys)
+    # dropped trajectories are cleared from TransferQueue, kept ones are still there
+    remaining = stored_keys(tq)
+    assert kept <= remaining
+    assert not (written - kept) & remaining
+    # metrics: counts and the paper's Fig. 4 quantity (tool-error ratio among positives before vs after)
+    assert metrics["roc/groups_rejected_all_correct"] == 1
+    assert metrics["roc/trajectory_rows_before"] == 32 and metrics["roc/trajectory_rows_kept"] == len(kept)
+    assert metrics["roc/pos_tool_error_ratio_after"] < metrics["roc/pos_tool_error_ratio_before"]
+    assert metrics["roc/pos_no_tool_ratio_before"] > 0 and metrics["roc/pos_no_tool_ratio_after"] == 0
+    tq.kv_clear(keys=list(kept), partition_id="train")
+
+
+def test_validation_partition_passes_through(transfer_queue, put_group):
+    tq = transfer_queue
+    keys = put_group(tq, "v1", [{"acc": 1.0}] * 3, partition="val")  # all-equal: RoC would reject it in train
+    batch, metrics = make_buffer().sample(global_steps=1, partition_id="val", batch_size=1)
+    assert sorted(batch.keys) == sorted(keys)
+    assert not any(k.startswith("roc/") for k in metrics)
+    tq.kv_clear(keys=keys, partition_id="val")
+
+
+def test_empty_batch_keep_one_and_error(transfer_queue, put_group):
+    tq = transfer_queue
+    put_group(tq, "e1", [{"acc": 0.0}] * 8)
+    put_group(tq, "e2", [{"acc": 1.0}] * 8)
+    batch, metrics = make_buffer().sample(global_steps=2, partition_id="train", batch_size=2)
+    assert metrics["roc/empty_batch_kept_one"] == 1.0
+    assert len(batch.keys) == 4 and len({k.split("_")[0] for k in batch.keys}) == 1
+    assert stored_keys(tq) == set(batch.keys)
+    tq.kv_clear(keys=list(batch.keys), partition_id="train")
+
+    put_group(tq, "e3", [{"acc": 1.0}] * 8)
+    with pytest.raises(RuntimeError, match="empty_batch=error"):
+        make_buffer(empty_batch="error").sample(global_steps=3, partition_id="train", batch_size=1)
+    assert not stored_keys(tq)
+
+
+def test_missing_correct_key_names_reward_manager(transfer_queue, put_group):
+    tq = transfer_queue
+    keys = put_group(tq, "m1", [{"score": 1.0}, {"score": 0.0}] * 4)  # reward without "acc"
+    with pytest.raises(RoCConfigError, match="reward.reward_manager.name"):
+        make_buffer().sample(global_steps=4, partition_id="train", batch_size=1)
+    tq.kv_clear(keys=keys, partition_id="train")
+
+
+def test_reward_metric_classifies_on_scalar_reward(transfer_queue, put_group):
+    tq = transfer_queue
+    keys = put_group(tq, "r1", [{"score": 1.0}, {"score": 0.0}] * 4)
+    batch, metrics = make_buffer(correct_key="reward").sample(global_steps=5, partition_id="train", batch_size=1)
+    assert len(batch.keys) == 4 and metrics["roc/kept_pos"] == 2
+    tq.kv_clear(keys=keys, partition_id="train")
+
+
+def test_grporoc_sync_trainer_selects_in_balance_batch(transfer_queue, put_group):
+    """Colocated-RM mode: verl's own sampler, then RoC inside ``_balance_batch`` before verl's balancing."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    from grporoc_plugin.config import resolve_settings
+    from grporoc_plugin.v1.trainer import RoCTrainerSync
+
+    tq = transfer_queue
+    put_group(tq, "s1", [{"acc": a} for a in [1, 0, 1, 0, 1, 0, 1, 0]])
+    put_group(tq, "s2", [{"acc": 0.0}] * 8)
+    put_group(tq, "s3", [{"acc": a} for a in [0, 0, 0, 1, 0, 0, 0, 0]])
+    batch, _ = ReplayBuffer("sync", {}, None, "drop", {}, poll_interval=0.05).sample(1, "train", 3)
+    assert len(batch.keys) == 24
+
+    trainer = RoCTrainerSync.__new__(RoCTrainerSync)
+    trainer.config = OmegaConf.create(
+        {
+            "reward": {"reward_manager": {"name": "naive"}},
+            "actor_rollout_ref": {"rollout": {"n": 4}, "actor": {"ppo_mini_batch_size": 1}},
+            "trainer": {"critic_warmup": 0},
+        }
+    )
+    trainer.roc_settings = resolve_settings({"min_pos": 1, "min_neg": 1}, rollout_n=4)
+    trainer.reward_loop_manager = SimpleNamespace(reward_loop_worker_handles=["streaming"])
+    trainer.actor_rollout_wg = SimpleNamespace(_dispatch_info={"actor": [0, 1]})
+    trainer.tokenizer = SimpleNamespace(eos_token_id=2)
+    trainer.use_critic = False
+    trainer.global_steps = 1
+    metrics: dict = {}
+    out = trainer._balance_batch(batch, metrics)
+
+    assert sorted(out.keys) == sorted(["s1_0_0", "s1_1_0", "s1_2_0", "s1_3_0", "s3_0_0", "s3_1_0", "s3_2_0", "s3_3_0"])
+    assert not any(tag.get("is_padding") for tag in out.tags)  # 8 rows = lcm(dp 2, mini 1 * G 4) * 2: no padding
+    assert metrics["roc/groups_rejected_all_wrong"] == 1 and "global_seqlen/min" in metrics
+    assert stored_keys(tq) == set(out.keys)
+    tq.kv_clear(keys=list(out.keys), partition_id="train")
