@@ -49,6 +49,9 @@ MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER = 1, 38, 24, 36
 SYS_MOUNT_SETATTR, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, 0x8000, 0x1
 SYS_CAPSET = 126
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+MS_BIND, MNT_DETACH = 0x1000, 2
+PRIVATE_SCRATCH = ("/var/tmp", "/dev/shm", "/tmp")  # /tmp last: binding it hides the run directory's path
 AT_FDCWD = -100
 HEADER = struct.Struct(">Q")
 SERVER_GRACE_S = 2.0  # backstop: the server kills a run-init that outlives its own deadline by this much
@@ -102,11 +105,86 @@ def make_tree_readonly(path: str) -> None:
     _check(ret, "mount_setattr")
 
 
-def drop_capabilities() -> None:
-    """Empties the bounding, permitted, effective and inheritable sets and sets no_new_privs (root without powers)."""
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(libc.syscall(ctypes.c_long(SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def umount_detach(target: str) -> None:
+    _check(libc.umount2(target.encode(), ctypes.c_int(MNT_DETACH)), f"umount {target}")
+
+
+def build_root(layout: dict, tmpfs_mb: int) -> None:
+    """Makes this mount namespace's root an empty read-only tmpfs holding only ``layout`` (see layout.py).
+
+    Staging as bubblewrap does: a tmpfs on /tmp becomes the root with the host's root under /oldroot, the new root is
+    assembled in /newroot from /oldroot/<path>, then swapped in and the host's root detached.
+    """
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    os.chdir("/tmp")
+    os.mkdir("newroot", 0o755)
+    os.mkdir("oldroot", 0o755)
+    pivot_root(".", "oldroot")
+    os.chdir("/")
+    new, old = "/newroot", "/oldroot"
+    mount("tmpfs", new, "tmpfs", MS_NOSUID, "size=1m,mode=0755")
+    for path in layout["binds"]:
+        dst = new + path
+        if os.path.isdir(old + path):
+            os.makedirs(dst, 0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(dst), 0o755, exist_ok=True)
+            os.close(os.open(dst, os.O_CREAT | os.O_WRONLY, 0o644))
+        mount(old + path, dst, None, MS_BIND | MS_REC)
+    for path, target in layout["symlinks"]:
+        os.makedirs(os.path.dirname(new + path), 0o755, exist_ok=True)
+        os.symlink(target, new + path)
+    os.makedirs(new + "/dev/shm", 0o755)
+    for dev in ("null", "zero", "full", "random", "urandom"):
+        os.close(os.open(f"{new}/dev/{dev}", os.O_CREAT | os.O_WRONLY, 0o666))
+        mount(f"{old}/dev/{dev}", f"{new}/dev/{dev}", None, MS_BIND)
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{i}", f"{new}/dev/{name}")
+    os.symlink("/proc/self/fd", f"{new}/dev/fd")
+    # The server's own view of processes (its run-inits mount a PID-namespace procfs over it for each run).
+    os.makedirs(new + "/proc", 0o555)
+    mount(old + "/proc", new + "/proc", None, MS_BIND | MS_REC)
+    for path in ("/tmp", "/var/tmp"):
+        os.makedirs(new + path, 0o755, exist_ok=True)
+    make_tree_readonly(new)
+    # Fresh writable, size-bounded tmpfs where programs expect scratch space; runs live in /tmp.
+    for path in ("/tmp", "/var/tmp", "/dev/shm"):
+        mount("tmpfs", new + path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
+    os.chdir(new)
+    pivot_root(".", ".")  # the staging root (with the host's under it) now sits on top of the new root...
+    umount_detach(".")  # ...and goes
+    os.chdir("/")
+
+
+def can_switch_uid(uid: int) -> bool:
+    """Whether a child can become ``uid`` (root in the host's user namespace can; a userns mapping only 0 cannot)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def drop_capabilities(uid: int | None = None) -> None:
+    """Empties the bounding set, becomes ``uid`` (when given), empties the permitted, effective and inheritable sets
+    and sets no_new_privs: root without powers, or an unprivileged user that cannot regain any."""
     for cap in range(64):
         if libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0:
             break  # EINVAL past the last capability the kernel knows
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
     data = (ctypes.c_uint32 * 6)()
     _check(libc.syscall(ctypes.c_long(SYS_CAPSET), header, data), "capset")
@@ -170,14 +248,12 @@ def setup_isolation(cfg: dict) -> tuple[set[str], str, list[str]]:
         try:
             unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
             mount(None, "/", None, MS_REC | MS_PRIVATE)
-            make_tree_readonly("/")
-            # Fresh writable, size-bounded tmpfs where the host had writable scratch space; runs live in /tmp.
-            for path in ("/tmp", "/var/tmp", "/dev/shm"):
-                if os.path.isdir(path):
-                    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmpfs_mb']}m,mode=1777")
-            features.add("mount")
         except OSError as e:
             notes.append(f"mount namespace unavailable: {e}")
+        else:
+            # Past this point a failure leaves a half-built root: the server refuses to start instead of running there.
+            build_root(cfg["fs"], cfg["tmpfs_mb"])
+            features.add("mount")
     if mode in ("bwrap", "namespaces"):
         # Probe a per-run PID namespace (needs CAP_SYS_ADMIN here, which root/userns/bwrap-as-root keep).
         try:
@@ -193,6 +269,12 @@ def setup_isolation(cfg: dict) -> tuple[set[str], str, list[str]]:
                 features.add("pid")
         except OSError as e:
             notes.append(f"PID namespace unavailable: {e}")
+    if "mount" in features and cfg["run_uid"] >= 0 and os.geteuid() == 0:
+        # Snippets run as an unprivileged user: besides the hidden host, nothing root-owned is theirs to read or write.
+        if can_switch_uid(cfg["run_uid"]):
+            features.add("uid")
+        else:
+            notes.append(f"cannot switch snippets to uid {cfg['run_uid']}; they run as uid 0 without capabilities")
     base = cfg["workdir_base"] if "mount" not in features else "/tmp/grporoc-runs"
     os.makedirs(base, mode=0o711, exist_ok=True)
     return features, base, notes
@@ -234,7 +316,9 @@ def _snippet_child(req: dict, workdir: str, fds: tuple[int, int, int, int], feat
         ]
         for what, soft, hard in limits:
             resource.setrlimit(what, (soft, hard))
-        if os.geteuid() == 0 or "userns" in features:
+        if "uid" in features:
+            drop_capabilities(req["run_uid"])
+        elif os.geteuid() == 0 or "userns" in features:
             drop_capabilities()
         else:
             prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -312,6 +396,16 @@ def _kill_descendants(root_pid: int) -> None:
         time.sleep(0.001)
 
 
+def _remove_workdir(workdir: str, private_tmp: bool) -> None:
+    """Unmounts the run directory's scratch binds (innermost first) and deletes it."""
+    for path in reversed(PRIVATE_SCRATCH) if private_tmp else ():
+        try:
+            umount_detach(path)
+        except OSError:
+            pass
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _run_init(req: dict, workdir: str, result_w: int, features: set[str]) -> None:
     """Supervises one snippet (PID 1 of its namespace when available). Never returns."""
     t0 = time.monotonic()
@@ -325,6 +419,7 @@ def _run_init(req: dict, workdir: str, result_w: int, features: set[str]) -> Non
         "duration_s": 0.0,
     }
     gc.disable()  # short-lived supervisor: collecting would only touch (and copy) shared pages
+    private_tmp = False
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD):
@@ -333,6 +428,12 @@ def _run_init(req: dict, workdir: str, result_w: int, features: set[str]) -> Non
             # A procfs for this PID namespace only: the snippet cannot see (or read the environ of) any other process.
             unshare(CLONE_NEWNS)
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            if "mount" in features:
+                # The run directory is the run's /tmp, /var/tmp and /dev/shm: what it writes there is private to it,
+                # counts against the shared tmpfs cap and is gone with the run (nothing persists for later runs).
+                private_tmp = True
+                for path in PRIVATE_SCRATCH:
+                    mount(workdir, path, None, MS_BIND)
         else:
             prctl(PR_SET_CHILD_SUBREAPER, 1)
         stdin_fd = os.memfd_create("stdin", 0)
@@ -343,7 +444,7 @@ def _run_init(req: dict, workdir: str, result_w: int, features: set[str]) -> Non
         st_r, st_w = os.pipe()
         upid = os.fork()
         if upid == 0:
-            _snippet_child(req, workdir, (stdin_fd, out_w, err_w, st_w), features)
+            _snippet_child(req, "/tmp" if private_tmp else workdir, (stdin_fd, out_w, err_w, st_w), features)
         for fd in (stdin_fd, out_w, err_w, st_w):
             os.close(fd)
         pidfd = os.pidfd_open(upid)
@@ -411,7 +512,7 @@ def _run_init(req: dict, workdir: str, result_w: int, features: set[str]) -> Non
             _reap_all()
         else:
             _kill_descendants(os.getpid())
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove_workdir(workdir, private_tmp)
         code = os.waitstatus_to_exitcode(wstatus)
         exc_name = bytes(bufs[st_r]).decode("utf-8", "replace")
         if status is None:
@@ -432,6 +533,7 @@ def _run_init(req: dict, workdir: str, result_w: int, features: set[str]) -> Non
         result.update(status=status, exit_code=code, stdout=bytes(bufs[out_r][:cap]), stderr=bytes(bufs[err_r][:cap]))
     except BaseException as e:  # noqa: BLE001 - any failure here is the sandbox's, reported as sandbox_error
         result["detail"] = f"run-init failed: {e!r}"
+        _remove_workdir(workdir, private_tmp)
     result["duration_s"] = time.monotonic() - t0
     try:
         payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
@@ -459,10 +561,13 @@ class Server:
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if "pid" in features else -1
 
     def start(self, req: dict) -> None:
+        req["run_uid"] = self.cfg["run_uid"]
         workdir = os.path.join(self.base, f"run-{req['id']}")
         pid = -1
         try:
             os.mkdir(workdir, 0o700)
+            if "uid" in self.features:
+                os.chown(workdir, self.cfg["run_uid"], self.cfg["run_uid"])
             r, w = os.pipe()
             if self.own_pidns >= 0:
                 unshare(CLONE_NEWPID)  # the next child is PID 1 of a fresh namespace
@@ -593,7 +698,11 @@ def main() -> None:
     assert isinstance(cfg, dict)
     for name in cfg.get("preload", ()):
         __import__(name)  # shared copy-on-write by every run; a failing preload is a start-up error
-    features, base, notes = setup_isolation(cfg)
+    try:
+        features, base, notes = setup_isolation(cfg)
+    except OSError as e:
+        send_frame(sock, {"ready": False, "error": f"isolation set-up failed: {e!r}"})
+        return
     send_frame(sock, {"ready": True, "pid": os.getpid(), "features": sorted(features), "notes": notes})
     server = Server(sock, cfg, features, base)
     gc.collect()

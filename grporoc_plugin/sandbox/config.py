@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,6 +13,8 @@ STATUSES: tuple[str, ...] = ("ok", "exec_error", "timeout", "memory_error", "out
 ISOLATION_MODES = ("auto", "namespaces", "bwrap", "none")
 REQUIREMENTS = ("none", "network", "pid", "filesystem", "full")
 BACKENDS = ("forkserver", "subprocess", "sandbox_fusion")
+#: Fresh per-sandbox tmpfs (per-run with a PID namespace): host paths there can never be exposed to snippets.
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm", os.path.realpath(tempfile.gettempdir()))
 
 #: Environment the snippet sees; HOME, TMPDIR and PWD are set to its private working directory.
 DEFAULT_ENV: dict[str, str] = {
@@ -41,7 +44,8 @@ class SandboxConfig:
     """forkserver (pre-warmed, forks per run) | subprocess (fresh `python` per run, the release's design) |
     sandbox_fusion (remote SandboxFusion /run_code service)."""
     isolation: str = "auto"
-    """auto (best available: namespaces, else bwrap, else none) | namespaces | bwrap | none (rlimits + process tree)."""
+    """auto (best available: namespaces, else bwrap, else none) | namespaces | bwrap | none (rlimits + process tree
+    only: NO filesystem isolation, snippets can read whatever uid 0 without capabilities can)."""
     require_isolation: str = "none"
     """Refuse to start with less: none | network | pid | filesystem | full (network + pid + filesystem)."""
     timeout_s: float = 4.0
@@ -61,7 +65,14 @@ class SandboxConfig:
     max_concurrency: int = 0
     """Executions running at once per pool (more are queued in the fork server); 0 = 2 x CPU count."""
     python: str = sys.executable
-    """Interpreter that runs snippets (its site-packages are importable by them)."""
+    """Interpreter that runs snippets (its stdlib, and its site-packages with expose_site_packages, are visible)."""
+    expose_site_packages: bool = True
+    """Namespaces/bwrap: show the interpreter's site-packages (read-only) so snippets can ``import numpy, sympy``."""
+    extra_ro_paths: tuple[str, ...] = ()
+    """Namespaces/bwrap: more host paths snippets may read (read-only, same path). Nothing else of the host is
+    visible: not /root, /home, /work, the repo, /var, /run or the host's /tmp (see layout.py)."""
+    run_uid: int = 65534
+    """Namespaces/bwrap as root: the uid/gid snippets run as (65534 = nobody); -1 keeps uid 0 without capabilities."""
     preload: tuple[str, ...] = ()
     """Modules the fork server imports once so snippets get them for free (e.g. ("numpy", "sympy"))."""
     env: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV))
@@ -90,6 +101,19 @@ class SandboxConfig:
         for key in ("memory_mb", "max_output_bytes", "max_file_bytes", "max_open_files", "max_processes", "tmpfs_mb"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 raise bad(key, f"must be a positive int, got {getattr(self, key)!r}")
+        if isinstance(self.extra_ro_paths, (list, str)):
+            object.__setattr__(
+                self,
+                "extra_ro_paths",
+                (self.extra_ro_paths,) if isinstance(self.extra_ro_paths, str) else tuple(self.extra_ro_paths),
+            )
+        for path in self.extra_ro_paths:
+            if not isinstance(path, str) or not os.path.isabs(path) or not os.path.exists(path):
+                raise bad("extra_ro_paths", f"{path!r} is not an existing absolute path")
+            if any(os.path.commonpath([path, s]) == s for s in SCRATCH_DIRS):
+                raise bad("extra_ro_paths", f"{path!r} lies in {SCRATCH_DIRS}, which are the sandbox's own scratch")
+        if not isinstance(self.run_uid, int) or self.run_uid < -1:
+            raise bad("run_uid", f"must be -1 or a uid >= 0, got {self.run_uid!r}")
         if self.max_concurrency < 0:
             raise bad("max_concurrency", f"must be >= 0, got {self.max_concurrency!r}")
         if self.backend == "sandbox_fusion" and not self.sandbox_fusion_url:

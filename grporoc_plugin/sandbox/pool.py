@@ -21,9 +21,11 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 
 from grporoc_plugin.sandbox import _server
 from grporoc_plugin.sandbox.config import ExecutionResult, SandboxConfig, SandboxUnavailableError
+from grporoc_plugin.sandbox.layout import bwrap_args, fs_layout
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +82,18 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def _bwrap_prefix(bwrap: str, cfg: SandboxConfig) -> list[str]:
-    size = str(cfg.tmpfs_mb << 20)
+#: Where the server's two source files appear inside bubblewrap (the repo itself stays hidden).
+BWRAP_CODE_DIR = "/.grporoc-sandbox"
+
+
+def _layout(cfg: SandboxConfig) -> dict[str, list]:
+    return fs_layout(cfg.python, cfg.expose_site_packages, tuple(cfg.extra_ro_paths))
+
+
+def _bwrap_command(bwrap: str, cfg: SandboxConfig, fd: int) -> list[str]:
+    code = []
+    for path in (SERVER_PATH, RUNNER_PATH):
+        code += ["--ro-bind", path, f"{BWRAP_CODE_DIR}/{os.path.basename(path)}"]
     return [
         bwrap,
         "--die-with-parent",
@@ -89,37 +101,100 @@ def _bwrap_prefix(bwrap: str, cfg: SandboxConfig) -> list[str]:
         "--unshare-net",
         "--unshare-ipc",
         "--unshare-uts",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--size",
-        size,
-        "--tmpfs",
-        "/tmp",
-        "--size",
-        size,
-        "--tmpfs",
-        "/var/tmp",
-        "--size",
-        size,
-        "--tmpfs",
-        "/dev/shm",
+        *code,
+        *bwrap_args(_layout(cfg), cfg.tmpfs_mb),
         "--chdir",
         "/",
+        "--",
+        cfg.python,
+        "-I",
+        f"{BWRAP_CODE_DIR}/_server.py",
+        str(fd),
     ]
 
 
 PIDS_CGROUP_ROOT = "/sys/fs/cgroup/pids"
+#: Prefix of every pool's cgroup and host temp directory: ``grporoc-sandbox-pool-<host pid>-<random>``.
+RESOURCE_PREFIX = "grporoc-sandbox-"
+
+
+def _owner_pid(name: str) -> int | None:
+    """Host PID that created the pool behind a cgroup / temp dir name, None for names not of that form."""
+    parts = name[len(RESOURCE_PREFIX) :].split("-")
+    if not name.startswith(RESOURCE_PREFIX + "pool-") or len(parts) < 3 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(temp_dir: str | None = None) -> list[str]:
+    """Removes cgroups and temp dirs of pools whose host process is gone (killed hosts, e.g. ``ray.kill``ed actors,
+    cannot clean up after themselves). Returns what was removed; a cgroup with processes left is never touched."""
+    removed = []
+    for root in (PIDS_CGROUP_ROOT, temp_dir or tempfile.gettempdir()):
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue
+        for name in names:
+            owner = _owner_pid(name)
+            if owner is None or owner == os.getpid() or _pid_alive(owner):
+                continue
+            path = os.path.join(root, name)
+            try:
+                if root == PIDS_CGROUP_ROOT:
+                    os.rmdir(path)  # EBUSY while a task is left: then it is not stale
+                else:
+                    shutil.rmtree(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def _cgroup_procs(path: str) -> list[int]:
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _remove_cgroup(path: str, timeout_s: float = 10.0) -> bool:
+    """SIGKILLs whatever is still in the pool's cgroup (every process there is the pool's: the server, its run
+    supervisors and their snippets, which cannot leave it) and removes it once empty."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for pid in _cgroup_procs(path):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            if time.monotonic() > deadline:
+                logger.error("sandbox cgroup %s could not be removed: %r (tasks %s)", path, e, _cgroup_procs(path))
+                return False
+        time.sleep(0.005)
 
 
 def _pids_cgroup(pid: int, marker: str, max_tasks: int) -> str | None:
     """Puts the fork server (and so every run) in a cgroup v1 pids group capped at ``max_tasks``: a fork bomb stops
     there even for root, whom RLIMIT_NPROC does not bind. None where cgroups are not writable."""
-    path = os.path.join(PIDS_CGROUP_ROOT, f"grporoc-sandbox-{marker}")
+    path = os.path.join(PIDS_CGROUP_ROOT, RESOURCE_PREFIX + marker)
     try:
         os.mkdir(path)
     except OSError:
@@ -146,7 +221,7 @@ class _ForkServerClient:
         parent, child = socket.socketpair()
         cmd = [cfg.python, "-I", SERVER_PATH, str(child.fileno())]
         if mode == "bwrap":
-            cmd = [*_bwrap_prefix(bwrap_path() or "bwrap", cfg), "--", *cmd]
+            cmd = _bwrap_command(bwrap_path() or "bwrap", cfg, child.fileno())
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", MARKER_ENV: marker}
         try:
             self.proc = subprocess.Popen(
@@ -179,6 +254,8 @@ class _ForkServerClient:
                     "workdir_base": workdir_base,
                     "max_concurrency": cfg.concurrency,
                     "preload": list(cfg.preload),
+                    "fs": _layout(cfg) if mode == "namespaces" else None,
+                    "run_uid": cfg.run_uid,
                 },
             )
             hello = _server.recv_frame(parent)
@@ -187,7 +264,8 @@ class _ForkServerClient:
             raise SandboxUnavailableError(f"sandbox fork server ({mode}) failed to start: {e!r}") from e
         if not isinstance(hello, dict) or not hello.get("ready"):
             self.kill()
-            raise SandboxUnavailableError(f"sandbox fork server ({mode}) failed to start (exit {self.proc.poll()})")
+            why = hello.get("error") if isinstance(hello, dict) else f"exit {self.proc.returncode}"
+            raise SandboxUnavailableError(f"sandbox fork server ({mode}) failed to start: {why}")
         parent.settimeout(None)
         self.server_pid: int = hello["pid"]
         self.features: set[str] = set(hello["features"]) | ({"pids-cgroup"} if self.cgroup else set())
@@ -274,14 +352,9 @@ class _ForkServerClient:
         except subprocess.TimeoutExpired:
             logger.error("sandbox fork server %d did not exit after SIGKILL", self.proc.pid)
         if self.cgroup:
-            for _ in range(500):  # its last tasks (PID-namespace teardown) may take a moment to leave
-                try:
-                    os.rmdir(self.cgroup)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.01)
+            # Its run supervisors and snippets die asynchronously (parent-death signals, PID-namespace teardown; under
+            # bwrap even the server itself outlives bwrap for a moment): kill what is left, then remove the cgroup.
+            _remove_cgroup(self.cgroup)
             self.cgroup = None
 
     def close(self) -> None:
@@ -482,7 +555,8 @@ class SandboxPool:
 
     def __init__(self, config: SandboxConfig | None = None):
         self.config = cfg = config or SandboxConfig()
-        self.marker = f"pool-{uuid.uuid4().hex[:12]}"
+        # The host PID in the name lets a later pool remove what a killed host left behind (sweep_stale).
+        self.marker = f"pool-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._lock = threading.Lock()
         self._client: _ForkServerClient | None = None
         self._closed = False
@@ -498,19 +572,24 @@ class SandboxPool:
             if cfg.require_isolation != "none":
                 logger.info("sandbox isolation is the remote SandboxFusion service's; require_isolation not checked")
             return
-        self._base = tempfile.mkdtemp(prefix="grporoc-sandbox-", dir=cfg.workdir_base or None)
-        if cfg.backend == "subprocess":
-            self.isolation = "rlimits-only"
-            self._threads = concurrent.futures.ThreadPoolExecutor(
-                cfg.concurrency, thread_name_prefix="grporoc-sandbox-subprocess"
-            )
-            self._check_required()
-            return
-        self._mode = self._pick_mode()
-        self._client = self._start_client()
-        self.features = frozenset(self._client.features)
-        self.notes = self._client.notes
-        self.isolation = self._describe()
+        sweep_stale(cfg.workdir_base or None)
+        self._base = tempfile.mkdtemp(prefix=f"{RESOURCE_PREFIX}{self.marker}-", dir=cfg.workdir_base or None)
+        _live_pools.add(self)
+        try:
+            if cfg.backend == "subprocess":
+                self.isolation = "rlimits-only"
+                self._threads = concurrent.futures.ThreadPoolExecutor(
+                    cfg.concurrency, thread_name_prefix="grporoc-sandbox-subprocess"
+                )
+            else:
+                self._mode = self._pick_mode()
+                self._client = self._start_client()
+                self.features = frozenset(self._client.features)
+                self.notes = [*self.notes, *self._client.notes]
+                self.isolation = self._describe()
+        except BaseException:
+            self.close()  # a failed start leaves no server, cgroup or directory behind
+            raise
         self._check_required()
 
     # -- set-up
@@ -670,6 +749,7 @@ class SandboxPool:
             self._threads.shutdown(wait=True)
         if self._base:
             shutil.rmtree(self._base, ignore_errors=True)
+        _live_pools.discard(self)
 
     def __enter__(self) -> SandboxPool:
         return self
@@ -691,6 +771,9 @@ class SandboxPool:
 
 _default_pool: SandboxPool | None = None
 _default_lock = threading.Lock()
+#: Every open pool of this process, closed at exit: a pool a caller forgot would otherwise leave its cgroup and
+#: directory behind (``__del__`` cannot be relied on during interpreter shutdown).
+_live_pools: weakref.WeakSet[SandboxPool] = weakref.WeakSet()
 
 
 def default_pool() -> SandboxPool:
@@ -711,7 +794,17 @@ def close_default_pool() -> None:
         pool.close()
 
 
-atexit.register(close_default_pool)
+def close_all_pools() -> None:
+    """Closes the default pool and every other pool still open in this process (registered with atexit)."""
+    close_default_pool()
+    for pool in list(_live_pools):
+        try:
+            pool.close()
+        except Exception:  # noqa: BLE001 - keep closing the others
+            logger.exception("closing a sandbox pool at exit failed")
+
+
+atexit.register(close_all_pools)
 
 
 def execute(

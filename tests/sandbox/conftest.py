@@ -6,10 +6,42 @@ then fails ``test_expected_isolation_modes`` instead of quietly dropping out of 
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 from sandbox_helpers import MODES, server_tree
 
-from grporoc_plugin.sandbox import SandboxConfig, SandboxPool
+from grporoc_plugin.sandbox import SandboxConfig, SandboxPool, close_default_pool
+from grporoc_plugin.sandbox.pool import PIDS_CGROUP_ROOT, RESOURCE_PREFIX, _owner_pid, _pid_alive
+
+
+def _sandbox_resources() -> set[str]:
+    found = set()
+    for root in (PIDS_CGROUP_ROOT, tempfile.gettempdir()):
+        try:
+            found |= {os.path.join(root, n) for n in os.listdir(root) if n.startswith(RESOURCE_PREFIX)}
+        except OSError:
+            pass
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_sandbox_leftovers():
+    """After all sandbox tests (pools closed, default pool included): no pool cgroup or host temp dir is left.
+
+    Entries of pools owned by other live processes (other test runs sharing this machine) are not ours to judge; ours
+    (this PID) and those of dead owners (e.g. Ray actors of these tests) must all be gone.
+    """
+    before = _sandbox_resources()
+    yield
+    close_default_pool()
+    left = []
+    for path in sorted(_sandbox_resources() - before):
+        owner = _owner_pid(os.path.basename(path))
+        if owner is None or owner == os.getpid() or not _pid_alive(owner):
+            left.append(path)
+    assert not left, f"sandbox tests left pool resources behind: {left}"
 
 
 @pytest.fixture(scope="module", params=MODES)

@@ -1,7 +1,9 @@
 """Hostile snippets the sandbox must contain: (name, code, statuses accepted, needs) with ``needs`` the isolation
 features a case relies on beyond rlimits + process-tree kill ("net", "mount", "pid").
 
-``{port}`` and ``{secret_name}``/``{secret_value}`` are filled in by the tests.
+``{port}``, ``{secret_name}``/``{secret_value}`` and ``{secret_files}`` (secret files the test creates under the host's
+HOME, the repository and the host's /tmp) are filled in by the tests. The "read_*" / "list_*" cases need "mount": the
+rlimits-only mode has no filesystem isolation (snippets read what uid 0 without capabilities can).
 """
 
 from __future__ import annotations
@@ -83,5 +85,31 @@ CASES: list[tuple[str, str, set[str], set[str]]] = [
         "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('CONNECTED')\n",
         {"exec_error"},
         {"net"},
+    ),
+    (
+        "read_host_secret_files",
+        "for p in {secret_files}:\n    try:\n        print('READ', p, open(p).read())\n    except OSError as e:\n"
+        "        print('blocked', p, type(e).__name__)\n",
+        {"ok"},
+        {"mount"},
+    ),
+    ("read_root_bashrc", "open('/root/.bashrc').read()", {"exec_error"}, {"mount"}),
+    ("read_etc_shadow", "open('/etc/shadow').read()", {"exec_error"}, {"mount"}),
+    ("read_repo_secret", "open({repo_secret!r}).read()", {"exec_error"}, {"mount"}),
+    (
+        "list_root_and_home",
+        "import os\nprint(sorted(os.listdir('/')))\nprint(sorted(os.listdir('/root')))\n"
+        "print([os.path.exists(p) for p in ('/home', '/opt', '/run', '/var/lib', '/sys', '/mnt', '/srv')])\n",
+        {"ok"},
+        {"mount"},
+    ),
+    (
+        "host_pid1_environ",
+        "import os\nprint(open('/proc/1/cmdline', 'rb').read())\n"
+        "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+        "try:\n    print('ENV', open('/proc/1/environ', 'rb').read())\n"
+        "except OSError as e:\n    print('blocked', type(e).__name__)\n",
+        {"ok"},
+        {"pid", "mount"},
     ),
 ]

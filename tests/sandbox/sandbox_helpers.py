@@ -69,3 +69,12 @@ def assert_contained(pool: SandboxPool) -> None:
         time.sleep(0.01)
     assert server_tree(pool) - pool.idle_tree == set()
     assert pool.stats()["workdirs"] == 0
+
+
+def cgroup_busy(path: str) -> bool:
+    """Whether a cgroup still holds processes."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return bool(f.read().strip())
+    except OSError:
+        return False

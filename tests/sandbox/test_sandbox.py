@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from hostile_corpus import CASES
-from sandbox_helpers import MODES, assert_contained, server_tree, snippet_processes
+from sandbox_helpers import MODES, assert_contained, cgroup_busy, server_tree, snippet_processes
 
 from grporoc_plugin.sandbox import (
     STATUSES,
@@ -23,6 +26,7 @@ from grporoc_plugin.sandbox import (
     aexecute,
     execute,
 )
+from grporoc_plugin.sandbox.pool import _layout
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Release semantics
@@ -55,7 +59,9 @@ def test_environment_is_scrubbed_and_workdir_private(pool, monkeypatch):
     env_line, cwd = r.stdout.splitlines()
     assert "hunter2" not in r.stdout and "VIRTUAL_ENV" not in env_line
     assert set(eval(env_line)) <= set(pool.config.env) | {"HOME", "TMPDIR", "PWD", "GRPOROC_SANDBOX"}
-    assert eval(env_line)["HOME"] == cwd and "run-" in cwd
+    assert eval(env_line)["HOME"] == cwd
+    # With a PID + mount namespace the run directory is mounted as the run's own /tmp; else it is a host directory.
+    assert cwd == "/tmp" if {"pid", "mount"} <= pool.features else "run-" in cwd
     r2 = pool.execute("import os\nopen('f.txt', 'w').write('x')\nos.listdir('.')")
     assert r2.stdout == "['f.txt']\n"
     assert pool.execute("import os\nos.listdir('.')").stdout == "[]\n"  # a fresh directory per run
@@ -96,8 +102,50 @@ def listener():
     srv.close()
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def secret_files():
+    """A secret token in files under the host's HOME, the repository and the host's /tmp (removed afterwards)."""
+    token = "grporoc-file-secret-" + os.urandom(6).hex()
+    paths = [
+        d / f".grporoc-test-secret-{os.urandom(4).hex()}" for d in (Path.home(), REPO, Path(tempfile.gettempdir()))
+    ]
+    for p in paths:
+        p.write_text(token)
+        p.chmod(0o644)  # readable by anyone who can reach it: only the mount namespace may hide it
+    yield token, [str(p) for p in paths]
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def _check_fs_case(pool: SandboxPool, name: str, r: ExecutionResult, token: str) -> None:
+    """What the filesystem cases must show beyond their status: nothing of the host's private files."""
+    assert token not in r.stdout + r.stderr + r.detail, (name, r)
+    if name.startswith("read_") and r.status == "exec_error":
+        assert r.stderr.split(" ")[0] in {"FileNotFoundError", "PermissionError"}, r.stderr
+    if name == "read_host_secret_files":
+        assert "READ" not in r.stdout and r.stdout.count("blocked") == 3, r.stdout
+    if name == "list_root_and_home":
+        top, root, exists = r.stdout.splitlines()
+        binds = _layout(pool.config)["binds"]
+        assert ".bashrc" not in root and ".grporoc-test-secret" not in root, root
+        for hidden in ("'home'", "'opt'", "'run'", "'srv'", "'mnt'", "'sys'", "'boot'"):
+            if not any(b.startswith(hidden.strip("'").join("/" * 2)) for b in binds):
+                assert hidden not in top, top
+        probes = ("/home", "/opt", "/run", "/var/lib", "/sys", "/mnt", "/srv")
+        assert exists == str([any(b == p or b.startswith(p + "/") for b in binds) for p in probes]), exists
+    if name == "host_pid1_environ":
+        cmdline, pids, env = r.stdout.splitlines()
+        with open("/proc/1/cmdline", "rb") as f:
+            assert cmdline != repr(f.read())  # PID 1 is the run's supervisor, not the host's init
+        assert len(eval(pids)) <= 3, pids
+        assert env.startswith("blocked") if "uid" in pool.features else os.environ["GRPOROC_SECRET"] not in env
+
+
 @pytest.mark.parametrize("name,code,statuses,needs", CASES, ids=[c[0] for c in CASES])
-def test_hostile(pool, name, code, statuses, needs, listener, monkeypatch):
+def test_hostile(pool, name, code, statuses, needs, listener, monkeypatch, secret_files):
     if not needs <= pool.features:
         # This mode cannot promise the case; its weaker guarantees are asserted in test_rlimits_only_limits.
         assert pool.isolation.startswith("rlimits-only"), pool.isolation
@@ -107,6 +155,8 @@ def test_hostile(pool, name, code, statuses, needs, listener, monkeypatch):
     os.environ["GRPOROC_SECRET"] = secret
     code = code.replace("{port}", str(listener)).replace("{secret_name}", "GRPOROC_SECRET")
     code = code.replace("{secret_value}", secret)
+    token, files = secret_files
+    code = code.replace("{secret_files}", repr(files)).replace("{repo_secret!r}", repr(files[1]))
     t0 = time.monotonic()
     r = pool.execute(code, timeout_s=1.5)
     elapsed = time.monotonic() - t0
@@ -121,6 +171,7 @@ def test_hostile(pool, name, code, statuses, needs, listener, monkeypatch):
         Path("/work/grporoc_pwned"),
     ):
         assert not path.exists(), f"{name} wrote {path}"
+    _check_fs_case(pool, name, r, token)
     if name == "read_host_environment":
         assert r.stdout.startswith("clean"), r.stdout
     if name == "binary_output":
@@ -131,11 +182,54 @@ def test_hostile(pool, name, code, statuses, needs, listener, monkeypatch):
     assert os.getpid() and pool.execute("1 + 1").stdout == "2\n"
 
 
-def test_rlimits_only_limits():
+def test_snippet_sees_interpreter_and_site_packages_only(pool):
+    """Mount modes: stdlib and site-packages importable (numpy, sympy), the repository not, snippets unprivileged."""
+    if "mount" not in pool.features:
+        assert pool.isolation.startswith("rlimits-only")
+        return
+    r = pool.execute("import numpy, sympy, json\nprint(int(numpy.arange(4).sum()), sympy.Integer(6) / 4)")
+    assert (r.status, r.stdout) == ("ok", "6 3/2\n"), r
+    r = pool.execute("import grporoc_plugin")  # installed editable from the repo, which the sandbox does not show
+    assert r.status == "exec_error" and r.stderr.startswith("ModuleNotFoundError"), r
+    r = pool.execute(
+        "import os\nos.getuid(), os.getgid(), os.path.exists(os.path.join(" + repr(str(REPO)) + ", 'grporoc_plugin'))"
+    )
+    assert r.stdout == ("(65534, 65534, False)\n" if "uid" in pool.features else "(0, 0, False)\n"), r
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "none"])
+def test_filesystem_exposure_is_configurable(mode):
+    """extra_ro_paths shows a directory (even inside the hidden HOME) read-only; site-packages can be withheld."""
+    outer = Path.home() / f".grporoc-test-extra-{os.urandom(4).hex()}"
+    shared = outer / "shared"
+    shared.mkdir(parents=True)
+    (outer / "private.txt").write_text("private")
+    (shared / "data.txt").write_text("visible")
+    try:
+        cfg = SandboxConfig(isolation=mode, expose_site_packages=False, extra_ro_paths=[str(shared)], max_concurrency=2)
+        with SandboxPool(cfg) as p:
+            assert p.execute("import json, decimal\n1").status == "ok"  # the stdlib is always there
+            assert p.execute("import numpy").stderr.startswith("ModuleNotFoundError")
+            r = p.execute(f"print(open({str(shared / 'data.txt')!r}).read())\nopen({str(shared / 'new')!r}, 'w')")
+            assert r.stdout == "visible\n" and r.status == "exec_error", r  # readable, not writable
+            assert p.execute(f"import os\nos.listdir({str(outer)!r})").stdout == "['shared']\n"
+    finally:
+        shutil.rmtree(outer)
+    for bad in (["relative/path"], ["/tmp"], [str(Path(tempfile.gettempdir()) / "x")], ["/nonexistent-grporoc"]):
+        with pytest.raises(SandboxConfigError, match="extra_ro_paths"):
+            SandboxConfig(extra_ro_paths=bad)
+    with pytest.raises(SandboxConfigError, match="run_uid"):
+        SandboxConfig(run_uid=-5)
+
+
+def test_rlimits_only_limits(secret_files):
     """rlimits-only mode: bounded and contained, but no network/filesystem/PID isolation, and it says so."""
+    token, files = secret_files
     with SandboxPool(SandboxConfig(isolation="none")) as p:
         assert p.isolation.startswith("rlimits-only")
         assert not {"net", "mount", "pid"} & p.features
+        # No filesystem isolation: the host's files are readable (documented; use namespaces/bwrap for untrusted code).
+        assert p.execute(f"print(open({files[0]!r}).read())").stdout == token + "\n"
         r = p.execute("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('x')")
         assert r.status == "ok" and snippet_processes(p) == []
     for need in ("network", "pid", "filesystem", "full"):
@@ -229,5 +323,23 @@ def test_subprocess_backend_same_semantics():
 
 def test_import_is_light():
     code = "import sys, grporoc_plugin.sandbox\nprint('ray' in sys.modules, 'verl' in sys.modules)"
-    out = __import__("subprocess").run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_killed_host_leftovers_are_swept():
+    """A host killed without closing its pool (os._exit here, SIGKILL or ray.kill elsewhere) leaves its cgroup and temp
+    dir; the next pool created on the machine removes them (its server died with the host by parent-death signal)."""
+    code = (
+        "import os\nfrom grporoc_plugin.sandbox import SandboxPool\np = SandboxPool()\nassert p.execute('1').ok\n"
+        "print(p.marker, p._base, p._client.cgroup or '', flush=True)\nos._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    marker, base, cgroup = (out.stdout.split() + [""])[:3]
+    assert os.path.isdir(base) and (not cgroup or os.path.isdir(cgroup))  # really left behind
+    deadline = time.monotonic() + 5
+    while cgroup and time.monotonic() < deadline and cgroup_busy(cgroup):
+        time.sleep(0.02)  # its server is still dying from the parent-death signal
+    with SandboxPool(SandboxConfig(isolation="none")):
+        pass
+    assert not os.path.exists(base) and not (cgroup and os.path.exists(cgroup)), marker
