@@ -10,9 +10,12 @@ worker), identical except for RoC:
   plain GRPO over the whole group.
 
 From verl's metric log it reports the mean step time and its phases (warm-up step 1 excluded), the ratio RoC /
-baseline, and the plugin's own overhead: the time the sampler spends reading TransferQueue, selecting and clearing
-(``roc/time_s``) plus the reward worker's extras (``roc/reward_extras_time_s``) as a share of the step time, which
-must stay <= 2 %. A metric the plugin does not emit is reported as missing (and the check as not measurable).
+baseline, and the plugin's own overhead on the step's critical path: the time the sampler spends reading
+TransferQueue, selecting and clearing (``roc/time_s``; regeneration after an all-rejected batch is rollout time and
+reported apart as ``roc/refill_time_s``) as a share of the step time, which must stay <= 2 %. The reward worker is
+not counted here: it replaces verl's scorer and runs inside the streaming reward loop, overlapped with generation;
+its cost against verl's ``math_dapo`` is measured by ``benchmarks/bench_reward.py``. A metric the plugin does not
+emit is reported as missing (and the check as not measurable).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from grporoc_plugin.demo.run import GrpoDemoConfig, run_grpo, write_tool_config
 from grporoc_plugin.demo.summary import load_metrics
 
 PHASES = ("timing_s/step", "timing_s/gen", "timing_s/old_log_prob", "timing_s/adv", "timing_s/update_actor")
-OVERHEAD_KEYS = ("roc/time_s", "roc/reward_extras_time_s")
+OVERHEAD_KEYS = ("roc/time_s",)
 MAX_OVERHEAD = 0.02
 
 

@@ -34,6 +34,15 @@ REWARD_METRIC = "reward"
 #: What to do when group rejection leaves no trajectory at all (see RoCSettings.empty_batch).
 EMPTY_BATCH_POLICIES = ("refill", "keep_one", "error")
 _TRAINER_MODES_WITH_SAMPLER_ROC = ("sync", "grporoc_sync")
+# (fixed micro-batch size, the dynamic-batch switch that makes it unused) for the per-rank passes over a V1 batch
+_MICRO_BATCH_KEYS = (
+    (
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
+        "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz",
+    ),
+    ("actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", "actor_rollout_ref.ref.log_prob_use_dynamic_bsz"),
+    ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "actor_rollout_ref.actor.use_dynamic_bsz"),
+)
 
 
 class RoCConfigError(ValueError):
@@ -136,7 +145,7 @@ class RoCSettings:
         return kept, metrics
 
 
-def _plain(node: Any) -> Any:
+def to_plain(node: Any) -> Any:
     """OmegaConf node -> plain python container (resolved); plain values pass through."""
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -147,7 +156,7 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _get(cfg: Any, dotted: str, default: Any = None) -> Any:
+def config_get(cfg: Any, dotted: str, default: Any = None) -> Any:
     """``cfg.a.b.c`` for DictConfig or dicts, ``default`` when any part is missing or None."""
     node = cfg
     for part in dotted.split("."):
@@ -162,8 +171,8 @@ def _get(cfg: Any, dotted: str, default: Any = None) -> Any:
 
 def roc_section(full_config: Any) -> dict[str, Any] | None:
     """The raw ``algorithm.roc`` mapping of a full trainer config, or None when absent."""
-    section = _get(full_config, "algorithm.roc")
-    return None if section is None else dict(_plain(section))
+    section = config_get(full_config, "algorithm.roc")
+    return None if section is None else dict(to_plain(section))
 
 
 def _as_int(key: str, value: Any, *, minimum: int) -> int:
@@ -187,7 +196,7 @@ def resolve_settings(roc: Mapping[str, Any] | None, *, rollout_n: int, trainer: 
     oversampling manager generates ``oversample_n`` (default 2G) per train prompt. V0: the trainer itself repeats
     every prompt ``rollout.n`` times, so ``rollout.n`` is the oversampled size and ``keep_n`` defaults to half of it.
     """
-    raw = dict(_plain(roc) or {})
+    raw = dict(to_plain(roc) or {})
     rollout_n = _as_int("actor_rollout_ref.rollout.n", rollout_n, minimum=1)
     plugin_keys = {f.name for f in dataclasses.fields(RoCSettings)} - {"selection", "penalty"}
     # world_size is the data-parallel size, set by the V0 adapter from the trainer, never by hand
@@ -308,9 +317,11 @@ def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str
     """
     warnings: list[str] = []
     g = settings.keep_n
-    train_batch_size = _as_int("data.train_batch_size", _get(full_config, "data.train_batch_size"), minimum=1)
-    mini = _get(full_config, "actor_rollout_ref.actor.ppo_mini_batch_size")
-    n_gpus = int(_get(full_config, "trainer.n_gpus_per_node", 1)) * int(_get(full_config, "trainer.nnodes", 1))
+    train_batch_size = _as_int("data.train_batch_size", config_get(full_config, "data.train_batch_size"), minimum=1)
+    mini = config_get(full_config, "actor_rollout_ref.actor.ppo_mini_batch_size")
+    n_gpus = int(config_get(full_config, "trainer.n_gpus_per_node", 1)) * int(
+        config_get(full_config, "trainer.nnodes", 1)
+    )
     dp = max(1, n_gpus)
 
     if trainer == "v1":
@@ -326,14 +337,31 @@ def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str
                 "would pad every step with synthetic rows; pick data.train_batch_size and ppo_mini_batch_size so "
                 "that it divides"
             )
-        mode = _get(full_config, "trainer.v1.trainer_mode", "sync")
+        # RoC keeps a varying number of groups; verl pads the kept rows only up to a multiple of `multiple`, so each
+        # rank may get just multiple / dp rows, which every fixed micro-batch size must divide (else a mid-run crash
+        # in prepare_micro_batches on the first step that drops groups)
+        unit = multiple // dp
+        for key, dynamic_key in _MICRO_BATCH_KEYS if mini is not None else ():
+            micro = config_get(full_config, key)
+            if (
+                isinstance(micro, int)
+                and micro > 0
+                and not config_get(full_config, dynamic_key, False)
+                and unit % micro
+            ):
+                raise RoCConfigError(
+                    f"{key}={micro} does not divide the {unit} rows per rank that a GRPO-RoC step can shrink to "
+                    f"(lcm(dp={dp}, actor_rollout_ref.actor.ppo_mini_batch_size * G = {mini} * {g}) / dp): "
+                    f"use a divisor of {unit} or {dynamic_key}=True"
+                )
+        mode = config_get(full_config, "trainer.v1.trainer_mode", "sync")
         if mode not in _TRAINER_MODES_WITH_SAMPLER_ROC:
             raise RoCConfigError(
                 f"trainer.v1.trainer_mode={mode!r} is not supported by GRPO-RoC: use 'sync' (streaming reward) or "
                 "'grporoc_sync' (colocated reward model)"
             )
-        reward_model_enable = bool(_get(full_config, "reward.reward_model.enable", False))
-        resource_pool = bool(_get(full_config, "reward.reward_model.enable_resource_pool", False))
+        reward_model_enable = bool(config_get(full_config, "reward.reward_model.enable", False))
+        resource_pool = bool(config_get(full_config, "reward.reward_model.enable_resource_pool", False))
         streaming = not reward_model_enable or resource_pool
         if mode == "sync" and not streaming:
             raise RoCConfigError(
@@ -341,7 +369,7 @@ def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str
                 "the RoC sampler cannot see them: set trainer.v1.trainer_mode=grporoc_sync"
             )
     elif trainer == "v0":
-        if not bool(_get(full_config, "trainer.balance_batch", True)):
+        if not bool(config_get(full_config, "trainer.balance_batch", True)):
             raise RoCConfigError(
                 "trainer.balance_batch=False: the V0 trainer then never calls _balance_batch, where GRPO-RoC "
                 "selects; set trainer.balance_batch=True"
@@ -359,8 +387,8 @@ def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str
                     f"data.train_batch_size * G = {kept_rows} (and dp={dp}); for k updates per step set "
                     f"ppo_mini_batch_size = train_batch_size * G / (k * rollout.n)"
                 )
-        filter_groups = _get(full_config, "algorithm.filter_groups")
-        if filter_groups is not None and bool(_get(filter_groups, "enable", False)):
+        filter_groups = config_get(full_config, "algorithm.filter_groups")
+        if filter_groups is not None and bool(config_get(filter_groups, "enable", False)):
             raise RoCConfigError(
                 "algorithm.filter_groups.enable=True is ignored by verl's V0 trainer (trainer.use_v1=False); "
                 "GRPO-RoC's reject_equal_reward drops all-equal groups there instead"
@@ -368,7 +396,7 @@ def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str
     else:
         raise ValueError(f"trainer must be 'v1' or 'v0', got {trainer!r}")
 
-    estimator = _get(full_config, "algorithm.adv_estimator")
+    estimator = config_get(full_config, "algorithm.adv_estimator")
     if estimator is not None:
         from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, AdvantageEstimator
 
@@ -382,9 +410,9 @@ def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str
         if str(estimator) == AdvantageEstimator.GAE.value:
             warnings.append("algorithm.adv_estimator=gae: RoC keeps whole groups but GAE does not use them")
 
-    filter_groups = _get(full_config, "algorithm.filter_groups")
-    if trainer == "v1" and filter_groups is not None and bool(_get(filter_groups, "enable", False)):
-        metric = _get(filter_groups, "metric")
+    filter_groups = config_get(full_config, "algorithm.filter_groups")
+    if trainer == "v1" and filter_groups is not None and bool(config_get(filter_groups, "enable", False)):
+        metric = config_get(filter_groups, "metric")
         if not metric:
             raise RoCConfigError("algorithm.filter_groups.metric must be set when algorithm.filter_groups.enable")
         if metric not in (REWARD_METRIC, settings.correct_key):

@@ -32,7 +32,7 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from grporoc_plugin.config import RoCConfigError, resolve_settings, roc_section
+from grporoc_plugin.config import RoCConfigError, config_get, resolve_settings, roc_section, to_plain
 from grporoc_plugin.penalties import PenaltyConfig, count_answer_tags, structured_penalties
 from grporoc_plugin.reward.overlong import dapo_overlong_reward, validate_overlong
 from grporoc_plugin.reward.verify import ANSWER_EXTRACTIONS, VerifierPool, VerifyOutcome, extract_answer
@@ -103,7 +103,7 @@ class GrpoRocRewardSettings:
     @classmethod
     def from_config(cls, config: Any) -> GrpoRocRewardSettings:
         """Read and validate ``reward.reward_kwargs`` of a full trainer config; errors name the key."""
-        raw = _plain(_get(config, _OPTIONS_PATH)) or {}
+        raw = to_plain(config_get(config, _OPTIONS_PATH)) or {}
         if not isinstance(raw, Mapping):
             raise RoCConfigError(f"{_OPTIONS_PATH} must be a mapping, got {type(raw).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -114,7 +114,7 @@ class GrpoRocRewardSettings:
             )
         values = dict(raw)
         if values.get("max_resp_len") is None:
-            values["max_resp_len"] = _get(config, "actor_rollout_ref.rollout.response_length")
+            values["max_resp_len"] = config_get(config, "actor_rollout_ref.rollout.response_length")
         settings = cls(**values)
         settings.validate()
         return settings
@@ -189,12 +189,12 @@ class GrpoRocRewardManager(RewardManagerBase):
         super().__init__(config, tokenizer, compute_score)
         self.settings = GrpoRocRewardSettings.from_config(config)
         self.penalty_config = _penalty_config(config)
-        if _get(config, "reward.custom_reward_function.path"):
+        if config_get(config, "reward.custom_reward_function.path"):
             raise RoCConfigError(
                 "reward.custom_reward_function.path is set, but reward manager 'grporoc' verifies answers itself "
                 "(math_verify) and would ignore it; unset it or use another reward manager"
             )
-        if bool(_get(config, "reward.reward_model.enable", False)):
+        if bool(config_get(config, "reward.reward_model.enable", False)):
             raise RoCConfigError(
                 "reward.reward_model.enable=True: verl's RewardLoopWorker then scores with the reward model and never "
                 "calls the 'grporoc' manager, so acc/p_err/p_format would be missing; disable the reward model"
@@ -318,8 +318,8 @@ def _penalty_config(config: Any) -> PenaltyConfig:
     section = roc_section(config)
     if section is None:
         return PenaltyConfig()
-    use_v1 = bool(_get(config, "trainer.use_v1", True))
-    rollout_n = _get(config, "actor_rollout_ref.rollout.n", 1)
+    use_v1 = bool(config_get(config, "trainer.use_v1", True))
+    rollout_n = config_get(config, "actor_rollout_ref.rollout.n", 1)
     return resolve_settings(section, rollout_n=rollout_n, trainer="v1" if use_v1 else "v0").penalty_config()
 
 
@@ -366,25 +366,3 @@ def _require_number(key: str, value: Any) -> None:
 def _require_int(key: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise RoCConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-
-
-def _plain(node: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf ships with verl
-        return node
-    if isinstance(node, DictConfig | ListConfig):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
-
-
-def _get(cfg: Any, dotted: str, default: Any = None) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        if node is None:
-            return default
-        try:
-            node = node.get(part, None) if hasattr(node, "get") else getattr(node, part, None)
-        except Exception:  # noqa: BLE001 - struct DictConfig raises on unknown keys in some versions
-            return default
-    return default if node is None else node

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -255,6 +256,8 @@ class RoCReplayBuffer(ReplayBuffer):
         batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
         if partition_id == "val" or not batch.keys:
             return batch, metrics
+        started = time.perf_counter()
+        refill_s = 0.0  # regeneration is rollout time, not the plugin's own overhead
         refills = 0
         while True:
             kept, dropped, roc_metrics = select_kv_batch(
@@ -274,10 +277,12 @@ class RoCReplayBuffer(ReplayBuffer):
                 # rollout replicas are still awake before on_sample_end)
                 tq.kv_clear(keys=list(batch.keys), partition_id=batch.partition_id)
                 refills += 1
+                refill_started = time.perf_counter()
                 self.refill_fn(batch_size)
                 batch, more = super().sample(
                     global_steps=global_steps, partition_id=partition_id, batch_size=batch_size
                 )
+                refill_s += time.perf_counter() - refill_started
                 metrics.update({k: metrics.get(k, 0) + v for k, v in more.items() if isinstance(v, int | float)})
                 continue
             # keep_one (or refills exhausted): verl's V1 loop cannot skip a step, so train on one whole group; its
@@ -291,5 +296,8 @@ class RoCReplayBuffer(ReplayBuffer):
         roc_metrics["roc/empty_batch_refills"] = float(refills)
         if dropped:
             tq.kv_clear(keys=dropped, partition_id=batch.partition_id)
+        # The plugin's own cost on the critical path: TQ reads, selection, kv_clear (refill generation excluded).
+        roc_metrics["roc/refill_time_s"] = refill_s
+        roc_metrics["roc/time_s"] = time.perf_counter() - started - refill_s
         metrics.update(roc_metrics)
         return kept, metrics
