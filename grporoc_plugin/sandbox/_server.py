@@ -127,14 +127,14 @@ def build_root(layout: dict, tmpfs_mb: int) -> None:
     os.chdir("/")
     new, old = "/newroot", "/oldroot"
     mount("tmpfs", new, "tmpfs", MS_NOSUID, "size=1m,mode=0755")
-    for path in layout["binds"]:
+    for src, path in layout["binds"]:
         dst = new + path
-        if os.path.isdir(old + path):
+        if os.path.isdir(old + src):
             os.makedirs(dst, 0o755, exist_ok=True)
         else:
             os.makedirs(os.path.dirname(dst), 0o755, exist_ok=True)
             os.close(os.open(dst, os.O_CREAT | os.O_WRONLY, 0o644))
-        mount(old + path, dst, None, MS_BIND | MS_REC)
+        mount(old + src, dst, None, MS_BIND | MS_REC)
     for path, target in layout["symlinks"]:
         os.makedirs(os.path.dirname(new + path), 0o755, exist_ok=True)
         os.symlink(target, new + path)
@@ -158,6 +158,36 @@ def build_root(layout: dict, tmpfs_mb: int) -> None:
     pivot_root(".", ".")  # the staging root (with the host's under it) now sits on top of the new root...
     umount_detach(".")  # ...and goes
     os.chdir("/")
+
+
+def relocate_interpreter(relocations: list[list[str]]) -> None:
+    """After ``build_root``: points this interpreter's paths (sys.path, prefixes, loaded packages' ``__path__``) that
+    lay in a scratch directory to where the new root shows them (layout.sandbox_path), so imports keep working."""
+
+    def moved(path: object) -> object:
+        if isinstance(path, str):
+            for src, dst in relocations:
+                if path == src or path.startswith(src + "/"):
+                    return dst + path[len(src) :]
+        return path
+
+    sys.path[:] = [moved(p) for p in sys.path]
+    for name in ("executable", "_base_executable", "prefix", "exec_prefix", "base_prefix", "base_exec_prefix"):
+        if hasattr(sys, name):
+            setattr(sys, name, moved(getattr(sys, name)))
+    for module in list(sys.modules.values()):
+        attrs = getattr(module, "__dict__", None)
+        if not isinstance(attrs, dict):
+            continue
+        if "__file__" in attrs:
+            attrs["__file__"] = moved(attrs["__file__"])
+        search = attrs.get("__path__")
+        if isinstance(search, list):  # shared with __spec__.submodule_search_locations: lazy submodule imports
+            search[:] = [moved(p) for p in search]
+        spec = attrs.get("__spec__")
+        if spec is not None and isinstance(getattr(spec, "origin", None), str):
+            spec.origin = moved(spec.origin)
+    sys.path_importer_cache.clear()
 
 
 def can_switch_uid(uid: int) -> bool:
@@ -253,6 +283,7 @@ def setup_isolation(cfg: dict) -> tuple[set[str], str, list[str]]:
         else:
             # Past this point a failure leaves a half-built root: the server refuses to start instead of running there.
             build_root(cfg["fs"], cfg["tmpfs_mb"])
+            relocate_interpreter(cfg["fs"]["relocate"])
             features.add("mount")
     if mode in ("bwrap", "namespaces"):
         # Probe a per-run PID namespace (needs CAP_SYS_ADMIN here, which root/userns/bwrap-as-root keep).

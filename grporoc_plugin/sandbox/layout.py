@@ -8,6 +8,10 @@ Everything else of the host (/root, /home, /work, the repo, /var, /run, /opt, /m
 exist in the sandbox; the only directories leading to an exposed path are empty skeleton directories (e.g. ``/root``
 holds nothing but ``.pyenv``). /tmp, /var/tmp and /dev/shm are fresh tmpfs; /dev holds null, zero, full, random,
 urandom; /proc is the run's own PID namespace.
+
+Exposed paths that lie in a scratch directory (a venv or checkout under /tmp) would be hidden by those fresh tmpfs, so
+they appear at ``HOST_DIR`` + their host path instead (read-only like every bind); ``sandbox_path`` maps a host path
+to where the sandbox sees it, and the fork server rewrites its own ``sys.path`` / ``sys.prefix``... the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import functools
 import json
 import os
 import subprocess
+
+from grporoc_plugin.sandbox.config import SCRATCH_DIRS
 
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 #: /etc entries a program may reasonably read (no shadow, gshadow, ssl/private, ssh, sudoers, machine-id...).
@@ -40,6 +46,8 @@ ETC_ENTRIES = (
     "fonts",
 )
 DEVICES = ("null", "zero", "full", "random", "urandom")
+#: Where exposed host paths from scratch directories (SCRATCH_DIRS) appear inside the sandbox.
+HOST_DIR = "/.grporoc-host"
 #: Python probe run once per interpreter: prefixes, site-packages, sys.path (isolated mode, like the fork server).
 _PROBE = "import json, site, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, site.getsitepackages()]))"  # noqa: E501
 
@@ -75,8 +83,19 @@ def _covered(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
+def relocations() -> list[list[str]]:
+    """[[host scratch dir, its place in the sandbox]...]: the prefixes ``sandbox_path`` rewrites."""
+    return [[d, HOST_DIR + d] for d in sorted(set(SCRATCH_DIRS))]
+
+
+def sandbox_path(path: str) -> str:
+    """Where the host's (absolute, symlink-free) ``path`` appears inside a namespaces/bwrap sandbox."""
+    return HOST_DIR + path if _covered(path, list(SCRATCH_DIRS)) else path
+
+
 def fs_layout(python: str, expose_site_packages: bool = True, extra_ro_paths: tuple[str, ...] = ()) -> dict[str, list]:
-    """{"binds": [path...] (read-only, same path inside), "symlinks": [[path, target]...]} for ``python``'s snippets.
+    """{"binds": [[host path, sandbox path]...] (read-only), "symlinks": [[sandbox path, target]...], "relocate":
+    ``relocations()``} for ``python``'s snippets.
 
     Binds are sorted and never nested (a path inside another bind is already there); symlinks inside a bind are too.
     """
@@ -95,8 +114,16 @@ def fs_layout(python: str, expose_site_packages: bool = True, extra_ro_paths: tu
     for path in sorted(binds):
         if not _covered(path, roots):
             roots.append(path)
-    symlinks = [[p, t] for p, t in sorted(links.items()) if not _covered(os.path.dirname(p), roots)]
-    return {"binds": roots, "symlinks": symlinks}
+    symlinks = []
+    for path, target in sorted(links.items()):
+        if _covered(os.path.dirname(path), roots):
+            continue
+        absolute = os.path.normpath(os.path.join(os.path.dirname(path), target))
+        if sandbox_path(path) != path or sandbox_path(absolute) != absolute:
+            target = sandbox_path(absolute)  # a relative target would resolve against the wrong (moved) parent
+        symlinks.append([sandbox_path(path), target])
+    binds = [[path, sandbox_path(path)] for path in roots]
+    return {"binds": binds, "symlinks": symlinks, "relocate": relocations()}
 
 
 def _ancestors(path: str) -> list[str]:
@@ -111,13 +138,13 @@ def _ancestors(path: str) -> list[str]:
 def bwrap_args(layout: dict[str, list], tmpfs_mb: int) -> list[str]:
     """bubblewrap options building the same root as the namespaces server does (then remounting it read-only)."""
     # Parent directories first, world-traversable: bubblewrap would otherwise copy the host's modes (/root is 0700).
-    parents = {os.path.dirname(p) for p in layout["binds"]} | {os.path.dirname(p) for p, _ in layout["symlinks"]}
+    parents = {os.path.dirname(d) for _, d in layout["binds"]} | {os.path.dirname(p) for p, _ in layout["symlinks"]}
     ancestors = {a for p in parents for a in _ancestors(p)}
     args: list[str] = []
     for path in sorted(ancestors):
         args += ["--perms", "0755", "--dir", path]
-    for path in layout["binds"]:
-        args += ["--ro-bind", path, path]
+    for src, dst in layout["binds"]:
+        args += ["--ro-bind", src, dst]
     for path, target in layout["symlinks"]:
         args += ["--symlink", target, path]
     size = str(tmpfs_mb << 20)

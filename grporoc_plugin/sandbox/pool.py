@@ -25,7 +25,7 @@ import weakref
 
 from grporoc_plugin.sandbox import _server
 from grporoc_plugin.sandbox.config import ExecutionResult, SandboxConfig, SandboxUnavailableError
-from grporoc_plugin.sandbox.layout import bwrap_args, fs_layout
+from grporoc_plugin.sandbox.layout import bwrap_args, fs_layout, sandbox_path
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _bwrap_command(bwrap: str, cfg: SandboxConfig, fd: int) -> list[str]:
         "--chdir",
         "/",
         "--",
-        cfg.python,
+        sandbox_path(os.path.abspath(cfg.python)),  # an interpreter in a scratch dir is exposed elsewhere (layout.py)
         "-I",
         f"{BWRAP_CODE_DIR}/_server.py",
         str(fd),

@@ -45,6 +45,11 @@ def session_key(key: str) -> tuple[str, str]:
     return parts[0], f"{parts[0]}_{parts[1]}"
 
 
+def _session_number(session: str) -> int:
+    tail = session.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def _extra_info(value: Any) -> dict:
     extra = getattr(value, "data", value)
     info = extra.get("reward_extra_info", None) if isinstance(extra, dict) else None
@@ -81,7 +86,12 @@ def select_kv_batch(
         index = key.rsplit("_", 1)[-1]
         if sess not in last_row or (index.isdigit() and int(index) >= int(keys[last_row[sess]].rsplit("_", 1)[-1])):
             last_row[sess] = row
-    order = list(sessions)  # first-appearance order = rollout order within each group
+    # Rollout order within each group is the session index, not TransferQueue's arrival order (async rollouts finish
+    # fast trajectories first, which would bias negative_mode=first_k towards short failures).
+    group_rank: dict[str, int] = {}
+    for sess in sessions:
+        group_rank.setdefault(sess.rsplit("_", 1)[0], len(group_rank))
+    order = sorted(sessions, key=lambda sess: (group_rank[sess.rsplit("_", 1)[0]], _session_number(sess)))
     rows = [last_row[s] for s in order]
     sel_keys = [keys[r] for r in rows]
 

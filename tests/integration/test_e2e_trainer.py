@@ -83,7 +83,10 @@ def test_v1_main_ppo_with_roc_sampler_and_oversampling(tiny_assets, ray_temp_dir
         assert _metric(line, "roc/rows_before") == 4 * 8
         kept, groups = _metric(line, "roc/rows_kept"), _metric(line, "roc/groups_kept")
         assert 0 < kept < 32 and kept == 4 * groups  # whole groups of exactly G sessions, none split
+        assert _metric(line, "critic/advantages/max") > 0 > _metric(line, "critic/advantages/min")
         assert _metric(line, "actor/grad_norm") > 0, "zero gradient: RoC left no advantage signal"
+        # verl's own weight-sync check on the CPU backend: HF rollout server log-probs vs the actor's recomputed ones
+        assert _metric(line, "training/rollout_probs_diff_max") < 1e-3, "rollout weights out of sync"
 
 
 @pytest.mark.slow
@@ -105,4 +108,5 @@ def test_v0_main_with_roc_balance_batch(tiny_assets, ray_temp_dir, isolated_run,
         assert _metric(line, "roc/rows_before") == 4 * 8
         kept, groups = _metric(line, "roc/rows_kept"), _metric(line, "roc/groups_kept")
         assert 0 < kept < 32 and kept == 4 * groups
+        assert _metric(line, "critic/advantages/max") > 0 > _metric(line, "critic/advantages/min")
         assert _metric(line, "actor/grad_norm") > 0

@@ -147,3 +147,24 @@ def test_grporoc_sync_trainer_selects_in_balance_batch(transfer_queue, put_group
     assert metrics["roc/groups_rejected_all_wrong"] == 1 and "global_seqlen/min" in metrics
     assert stored_keys(tq) == set(out.keys)
     tq.kv_clear(keys=list(out.keys), partition_id="train")
+
+
+def test_first_k_negatives_follow_rollout_index_not_arrival_order(transfer_queue, put_group):
+    """Async rollouts reach TransferQueue in completion order; first_k must still mean the lowest session indices."""
+    from transfer_queue import KVBatchMeta
+
+    from grporoc_plugin.config import resolve_settings
+    from grporoc_plugin.v1.sampler import select_kv_batch
+
+    tq = transfer_queue
+    # 2 positives (sessions 0, 1) + 6 negatives (sessions 2..7): keep 1 positive + the 3 lowest-index negatives
+    keys = put_group(tq, "a1", [{"acc": 1.0}, {"acc": 1.0}] + [{"acc": 0.0}] * 6)
+    arrival = list(reversed(keys))  # the slowest (lowest-index) sessions arrive last
+    batch = KVBatchMeta(partition_id="train", keys=arrival, tags=[{"status": "success"}] * len(arrival))
+    settings = resolve_settings({**ROC, "negative_mode": "first_k"}, rollout_n=4, trainer="v1")
+
+    kept, dropped, _ = select_kv_batch(batch, settings, step=1)
+
+    assert {k for k in kept.keys if k not in ("a1_0_0", "a1_1_0")} == {"a1_2_0", "a1_3_0", "a1_4_0"}
+    assert set(kept.keys) | set(dropped) == set(keys)
+    tq.kv_clear(keys=keys, partition_id="train")

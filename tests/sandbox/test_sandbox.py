@@ -26,7 +26,7 @@ from grporoc_plugin.sandbox import (
     aexecute,
     execute,
 )
-from grporoc_plugin.sandbox.pool import _layout
+from grporoc_plugin.sandbox.pool import PIDS_CGROUP_ROOT, RESOURCE_PREFIX, _layout
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Release semantics
@@ -129,7 +129,7 @@ def _check_fs_case(pool: SandboxPool, name: str, r: ExecutionResult, token: str)
         assert "READ" not in r.stdout and r.stdout.count("blocked") == 3, r.stdout
     if name == "list_root_and_home":
         top, root, exists = r.stdout.splitlines()
-        binds = _layout(pool.config)["binds"]
+        binds = [inside for _, inside in _layout(pool.config)["binds"]]
         assert ".bashrc" not in root and ".grporoc-test-secret" not in root, root
         for hidden in ("'home'", "'opt'", "'run'", "'srv'", "'mnt'", "'sys'", "'boot'"):
             if not any(b.startswith(hidden.strip("'").join("/" * 2)) for b in binds):
@@ -343,3 +343,75 @@ def test_killed_host_leftovers_are_swept():
     with SandboxPool(SandboxConfig(isolation="none")):
         pass
     assert not os.path.exists(base) and not (cgroup and os.path.exists(cgroup)), marker
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Interpreter or checkout inside a scratch directory (CI may clone under /tmp)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scratch_venv():
+    """A venv under /tmp (hidden by the sandbox's own /tmp) with a tiny module in its site-packages, plus a secret."""
+    root = Path(tempfile.mkdtemp(prefix="grporoc-test-scratch-venv-", dir="/tmp"))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=120)
+    python = str(root / "venv" / "bin" / "python")
+    probe = "import site; print(site.getsitepackages()[0])"
+    site_dir = subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert site_dir.startswith(str(root))
+    (Path(site_dir) / "grporoc_scratch_probe.py").write_text("VALUE = 42\n")
+    (root / "secret.txt").write_text("scratch-secret")
+    yield python, root
+    shutil.rmtree(root)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_interpreter_in_a_scratch_dir(mode, scratch_venv):
+    """A venv under /tmp: the pool starts in every mode and snippets import from its site-packages (also in a
+    subprocess of sys.executable); the mount modes still show nothing else of the host's /tmp."""
+    python, root = scratch_venv
+    with SandboxPool(SandboxConfig(python=python, isolation=mode, max_concurrency=2)) as p:
+        if mode != "none":
+            assert {"mount", "pid"} <= p.features, p.isolation
+        r = p.execute("import grporoc_scratch_probe\ngrporoc_scratch_probe.VALUE")
+        assert (r.status, r.stdout) == ("ok", "42\n"), r
+        r = p.execute(
+            "import subprocess, sys\n"
+            "child = 'import grporoc_scratch_probe as m; print(m.VALUE)'\n"
+            "_ = subprocess.run([sys.executable, '-c', child], check=True)"
+        )
+        assert (r.status, r.stdout) == ("ok", "42\n"), r
+        secret = str(root / "secret.txt")
+        r = p.execute(f"import os\nprint(os.listdir('/tmp'), os.path.exists({secret!r}))")
+        if mode == "none":
+            assert r.stdout.endswith(" True\n"), r  # no filesystem isolation (documented)
+        else:
+            assert r.stdout == "[] False\n", r
+            r = p.execute(
+                "import glob\n"
+                "print([p for p in glob.glob('/.grporoc-host/**', recursive=True) if p.endswith('secret.txt')])\n"
+                "try:\n    open(glob.glob('/.grporoc-host/tmp/*/venv/pyvenv.cfg')[0], 'a')\n"
+                "except OSError as e:\n    print('blocked', type(e).__name__)"
+            )
+            assert r.stdout in ("[]\nblocked OSError\n", "[]\nblocked PermissionError\n"), r  # only the venv, r/o
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "none"])
+def test_failed_start_leaves_nothing(mode):
+    """A fork server that dies while starting (here: a preload that does not exist) is an error naming the mode, and
+    its pool leaves no process, cgroup or temp dir behind."""
+    mine = f"{RESOURCE_PREFIX}pool-{os.getpid()}-"
+
+    def resources() -> set[str]:
+        return {
+            os.path.join(d, n)
+            for d in (PIDS_CGROUP_ROOT, tempfile.gettempdir())
+            if os.path.isdir(d)
+            for n in os.listdir(d)
+            if n.startswith(mine)
+        }
+
+    before = resources()
+    with pytest.raises(SandboxUnavailableError, match=f"fork server \\({mode}\\) failed to start"):
+        SandboxPool(SandboxConfig(isolation=mode, preload=("grporoc_no_such_module",)))
+    assert resources() == before
