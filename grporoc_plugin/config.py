@@ -139,7 +139,10 @@ class RoCSettings:
             p_format=fmt if p_format is not None else None,
         )
         if not self.enable:
+            # Everything is trained on; what RoC would have done stays visible under roc/if_enabled/*.
             kept = np.arange(m, dtype=np.int64)
+            metrics = {key.replace("roc/", "roc/if_enabled/", 1): value for key, value in metrics.items()}
+            metrics.update({"roc/rows_before": float(m), "roc/rows_kept": float(m), "roc/rows_dropped": 0.0})
         metrics["roc/enabled"] = float(self.enable)
         metrics["roc/penalty_available"] = float(p_err is not None or p_format is not None)
         return kept, metrics

@@ -130,6 +130,10 @@ def run_isolated(cmd: list[str], *, env: dict[str, str], timeout_s: float, cwd: 
             stop.set()
             sampler.join()
             kill_ray_tree(proc.pid, ray_temp_dir)
+            # Killed Ray workers could not close their code-tool sandbox pools: reclaim their cgroups and temp dirs.
+            from grporoc_plugin.sandbox.pool import sweep_stale
+
+            sweep_stale()
             fcntl.flock(lock, fcntl.LOCK_UN)
     return IsolatedRun(proc.returncode, output, time.perf_counter() - start, peak[0] / 2**30, timed_out)
 

@@ -265,6 +265,10 @@ def run_trainer(
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        # Ray workers killed at shutdown could not close their code-tool sandbox pools: reclaim cgroups/temp dirs.
+        from grporoc_plugin.sandbox.pool import sweep_stale
+
+        sweep_stale()
     return rc
 
 

@@ -194,3 +194,17 @@ def test_grporoc_sync_trainer_registers_lazily():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip().endswith("RoCTrainerSync")
+
+
+def test_disabled_roc_keeps_everything_and_reports_what_it_would_do():
+    groups = ["a"] * 8 + ["b"] * 8
+    correct = [1, 1, 0, 0, 0, 0, 0, 0] + [1] * 8
+    on = resolve_settings({"min_pos": 1, "min_neg": 1}, rollout_n=4, trainer="v1")
+    off = resolve_settings({"enable": False, "min_pos": 1, "min_neg": 1}, rollout_n=4, trainer="v1")
+
+    kept_on, m_on = on.select(groups, correct)
+    kept_off, m_off = off.select(groups, correct)
+
+    assert len(kept_on) == 4 and list(kept_off) == list(range(16))
+    assert m_off["roc/rows_kept"] == 16 and m_off["roc/rows_dropped"] == 0
+    assert m_off["roc/if_enabled/rows_kept"] == m_on["roc/rows_kept"] == 4

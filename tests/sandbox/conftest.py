@@ -26,9 +26,9 @@ def _sandbox_resources() -> set[str]:
     return found
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def no_sandbox_leftovers():
-    """After all sandbox tests (pools closed, default pool included): no pool cgroup or host temp dir is left.
+    """After the sandbox tests (pools closed, default pool included): no pool cgroup or host temp dir is left.
 
     Entries of pools owned by other live processes (other test runs sharing this machine) are not ours to judge; ours
     (this PID) and those of dead owners (e.g. Ray actors of these tests) must all be gone.
