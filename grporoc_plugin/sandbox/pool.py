@@ -136,6 +136,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _sandbox_error_reply(detail: str) -> dict:
+    """A fork-server reply for a run that never reached the server (status sandbox_error, counted as infra)."""
+    return {
+        "id": -1,
+        "status": "sandbox_error",
+        "exit_code": None,
+        "stdout": b"",
+        "stderr": b"",
+        "detail": detail,
+        "duration_s": 0.0,
+    }
+
+
 def sweep_stale(temp_dir: str | None = None) -> list[str]:
     """Removes cgroups and temp dirs of pools whose host process is gone (killed hosts, e.g. ``ray.kill``ed actors,
     cannot clean up after themselves). Returns what was removed; a cgroup with processes left is never touched."""
@@ -291,17 +304,7 @@ class _ForkServerClient:
                 futures, self._futures = self._futures, {}
             for fut in futures.values():
                 if not fut.done():
-                    fut.set_result(
-                        {
-                            "id": -1,
-                            "status": "sandbox_error",
-                            "exit_code": None,
-                            "stdout": b"",
-                            "stderr": b"",
-                            "detail": "sandbox fork server exited",
-                            "duration_s": 0.0,
-                        }
-                    )
+                    fut.set_result(_sandbox_error_reply("sandbox fork server exited"))
 
     def submit(self, op: str, **fields) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -671,17 +674,7 @@ class SandboxPool:
             return self._client_or_restart().run(code, stdin, timeout_s, memory_mb)
         except (ConnectionError, SandboxUnavailableError) as e:
             fut: concurrent.futures.Future = concurrent.futures.Future()
-            fut.set_result(
-                {
-                    "id": -1,
-                    "status": "sandbox_error",
-                    "exit_code": None,
-                    "stdout": b"",
-                    "stderr": b"",
-                    "detail": f"sandbox unavailable: {e}",
-                    "duration_s": 0.0,
-                }
-            )
+            fut.set_result(_sandbox_error_reply(f"sandbox unavailable: {e}"))
             return fut
 
     def _limits(self, timeout_s: float | None, memory_mb: int | None) -> tuple[float, int]:
