@@ -150,3 +150,30 @@ def ray_temp_dir():
 def isolated_run():
     """:func:`run_isolated`: run a trainer/Ray command in its own session, always killing what it started."""
     return run_isolated
+
+
+@pytest.fixture
+def run_trainer(isolated_run, ray_temp_dir):
+    """Run a trainer command on the CPU backend for >= 2 steps; assert it finished; return (step lines, output).
+
+    The step lines are verl's console ``step:N - key:value ...`` lines keyed by N; the log lands in tmp_path.
+    """
+    import re
+
+    from grporoc_plugin.cpu import cpu_env
+
+    def run(cmd: list[str], tmp_path: Path, label: str) -> tuple[dict[int, str], str]:
+        env = {**os.environ, **cpu_env(), "PYTHONUNBUFFERED": "1"}
+        result = isolated_run(cmd, env=env, timeout_s=600, cwd=str(tmp_path), ray_temp_dir=ray_temp_dir)
+        (tmp_path / "trainer.log").write_text(result.output)
+        tail = result.output[-4000:]
+        assert not result.timed_out, f"trainer timed out after {result.wall_s:.0f}s:\n{tail}"
+        assert result.rc == 0, f"trainer exited {result.rc}:\n{tail}"
+        steps = {
+            int(m.group(1)): line for line in result.output.splitlines() if (m := re.search(r"\bstep:(\d+) - ", line))
+        }
+        assert {1, 2} <= set(steps), f"no 'step:1'/'step:2' lines:\n{tail}"
+        print(f"\n[{label}] wall {result.wall_s:.1f}s, peak RSS {result.peak_rss_gib:.2f} GiB")
+        return steps, result.output
+
+    return run

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import grporoc_plugin
-from grporoc_plugin.cpu import cpu_env, cpu_overrides
+from grporoc_plugin.cpu import cpu_overrides
 
 TOY_REWARD = Path(__file__).with_name("roc_toy_reward.py")
 CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
@@ -86,21 +86,8 @@ def _cmd(tiny_assets, ray_temp_dir, tmp_path, *overrides: str, mini: int = PROMP
     ]
 
 
-def _run(cmd, isolated_run, ray_temp_dir, tmp_path) -> tuple[dict[int, str], str]:
-    env = {**os.environ, **cpu_env(), "PYTHONUNBUFFERED": "1"}
-    run = isolated_run(cmd, env=env, timeout_s=600, cwd=str(tmp_path), ray_temp_dir=ray_temp_dir)
-    (tmp_path / "trainer.log").write_text(run.output)
-    tail = run.output[-4000:]
-    assert not run.timed_out, f"trainer timed out after {run.wall_s:.0f}s:\n{tail}"
-    assert run.rc == 0, f"trainer exited {run.rc}:\n{tail}"
-    steps = {int(m.group(1)): line for line in run.output.splitlines() if (m := re.search(r"\bstep:(\d+) - ", line))}
-    assert {1, 2} <= set(steps), f"no 'step:1'/'step:2' lines:\n{tail}"
-    print(f"\n[e2e composition] wall {run.wall_s:.1f}s, peak RSS {run.peak_rss_gib:.2f} GiB")
-    return steps, run.output
-
-
 @pytest.mark.slow
-def test_roc_with_dapo_rloo_gspo(tiny_assets, ray_temp_dir, isolated_run, tmp_path):
+def test_roc_with_dapo_rloo_gspo(tiny_assets, ray_temp_dir, run_trainer, tmp_path):
     cmd = _cmd(
         tiny_assets,
         ray_temp_dir,
@@ -113,7 +100,7 @@ def test_roc_with_dapo_rloo_gspo(tiny_assets, ray_temp_dir, isolated_run, tmp_pa
         "actor_rollout_ref.actor.clip_ratio_low=0.2",
         "actor_rollout_ref.actor.clip_ratio_high=0.28",
     )
-    steps, output = _run(cmd, isolated_run, ray_temp_dir, tmp_path)
+    steps, output = run_trainer(cmd, tmp_path, "e2e composition")
     assert "grporoc: RoC sampler active" in output
     # the resolved config verl printed: GSPO with its sequence-level aggregation reached the actor
     assert "'loss_mode': 'gspo'" in output and "'loss_agg_mode': 'seq-mean-token-mean'" in output
@@ -136,7 +123,7 @@ def test_roc_with_dapo_rloo_gspo(tiny_assets, ray_temp_dir, isolated_run, tmp_pa
 
 
 @pytest.mark.slow
-def test_grporoc_sync_trainer_mode(tiny_assets, ray_temp_dir, isolated_run, tmp_path):
+def test_grporoc_sync_trainer_mode(tiny_assets, ray_temp_dir, run_trainer, tmp_path):
     cmd = _cmd(
         tiny_assets,
         ray_temp_dir,
@@ -148,7 +135,7 @@ def test_grporoc_sync_trainer_mode(tiny_assets, ray_temp_dir, isolated_run, tmp_
         "algorithm.roc.empty_batch=keep_one",
         mini=2,  # the 2 kept groups = 8 rows = one mini-batch of 2 * G: no padding rows
     )
-    steps, output = _run(cmd, isolated_run, ray_temp_dir, tmp_path)
+    steps, output = run_trainer(cmd, tmp_path, "e2e composition")
     assert "grporoc: RoC sampler active" not in output
     for step in (1, 2):
         line = steps[step]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import grporoc_plugin
-from grporoc_plugin.cpu import cpu_env, cpu_overrides
+from grporoc_plugin.cpu import cpu_overrides
 
 TOY_REWARD = Path(__file__).with_name("roc_toy_reward.py")
 CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
@@ -51,21 +51,8 @@ def _common(tiny_assets, ray_temp_dir, tmp_path) -> list[str]:
     ]
 
 
-def _run(cmd, isolated_run, ray_temp_dir, tmp_path) -> dict[int, str]:
-    env = {**os.environ, **cpu_env(), "PYTHONUNBUFFERED": "1"}
-    run = isolated_run(cmd, env=env, timeout_s=600, cwd=str(tmp_path), ray_temp_dir=ray_temp_dir)
-    (tmp_path / "trainer.log").write_text(run.output)
-    tail = run.output[-4000:]
-    assert not run.timed_out, f"trainer timed out after {run.wall_s:.0f}s:\n{tail}"
-    assert run.rc == 0, f"trainer exited {run.rc}:\n{tail}"
-    steps = {int(m.group(1)): line for line in run.output.splitlines() if (m := re.search(r"\bstep:(\d+) - ", line))}
-    assert {1, 2} <= set(steps), f"no 'step:1'/'step:2' lines:\n{tail}"
-    print(f"\n[e2e roc] wall {run.wall_s:.1f}s, peak RSS {run.peak_rss_gib:.2f} GiB")
-    return steps
-
-
 @pytest.mark.slow
-def test_v1_main_ppo_with_roc_sampler_and_oversampling(tiny_assets, ray_temp_dir, isolated_run, tmp_path):
+def test_v1_main_ppo_with_roc_sampler_and_oversampling(tiny_assets, ray_temp_dir, run_trainer, tmp_path):
     cmd = [
         sys.executable,
         "-m",
@@ -76,7 +63,7 @@ def test_v1_main_ppo_with_roc_sampler_and_oversampling(tiny_assets, ray_temp_dir
         "algorithm.roc.oversample_n=8",
         "actor_rollout_ref.actor.ppo_mini_batch_size=4",
     ]
-    steps = _run(cmd, isolated_run, ray_temp_dir, tmp_path)
+    steps, _ = run_trainer(cmd, tmp_path, "e2e roc")
     for step in (1, 2):
         line = steps[step]
         # the manager generated 8 sessions per prompt; the sampler kept G = 4 per surviving prompt before old-log-prob
@@ -90,7 +77,7 @@ def test_v1_main_ppo_with_roc_sampler_and_oversampling(tiny_assets, ray_temp_dir
 
 
 @pytest.mark.slow
-def test_v0_main_with_roc_balance_batch(tiny_assets, ray_temp_dir, isolated_run, tmp_path):
+def test_v0_main_with_roc_balance_batch(tiny_assets, ray_temp_dir, run_trainer, tmp_path):
     cmd = [
         sys.executable,
         "-m",
@@ -102,7 +89,7 @@ def test_v0_main_with_roc_balance_batch(tiny_assets, ray_temp_dir, isolated_run,
         "algorithm.roc.keep_n=4",
         "actor_rollout_ref.actor.ppo_mini_batch_size=2",
     ]
-    steps = _run(cmd, isolated_run, ray_temp_dir, tmp_path)
+    steps, _ = run_trainer(cmd, tmp_path, "e2e roc")
     for step in (1, 2):
         line = steps[step]
         assert _metric(line, "roc/rows_before") == 4 * 8
