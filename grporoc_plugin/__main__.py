@@ -38,15 +38,15 @@ def _reward_manager() -> bool:
 
 
 def _tool_parser() -> bool:
-    from verl.experimental.agent_loop.tool_parser import ToolParser
+    from grporoc_plugin import compat
 
-    return "grporoc_hermes" in ToolParser._registry
+    return "grporoc_hermes" in compat.registered_tool_parsers()
 
 
 def _agent_loop() -> bool:
-    from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
+    from grporoc_plugin import compat
 
-    return "grporoc_tool_agent" in _agent_loop_registry
+    return "grporoc_tool_agent" in compat.registered_agent_loops()
 
 
 def _code_tool() -> bool:
@@ -78,12 +78,22 @@ def _cpu_backend() -> bool:
 
     if not backend.is_active():  # inert by design unless VERL_PLATFORM=cpu: nothing to check
         return True
-    from verl.workers.rollout.replica import RolloutReplicaRegistry
+    from grporoc_plugin import compat
 
-    return "hf" in RolloutReplicaRegistry._registry
+    return "hf" in compat.registered_rollouts()
+
+
+def _verl_version() -> bool:
+    from grporoc_plugin import compat
+
+    message = compat.unsupported_verl_message()
+    if message is not None:
+        raise RuntimeError(message)
+    return True
 
 
 CHECKS: list[tuple[str, Callable[[], bool]]] = [
+    ("verl version within grporoc_plugin.compat.SUPPORTED_VERL", _verl_version),
     ("entry point verl.plugins -> grporoc_plugin.register", _entry_point_declared),
     ("advantage estimator 'grpo_roc'", _adv_estimator),
     ("reward manager 'grporoc' (reward-loop registry)", _reward_manager),
@@ -108,6 +118,10 @@ def doctor() -> int:
     for module, err in REGISTRATION_ERRORS.items():
         print(f"[ERROR] import of {module} failed: {err}")
     failed += len(REGISTRATION_ERRORS)
+    from grporoc_plugin.rules import registered_components
+
+    for kind, names in registered_components().items():
+        print(f"[rules] {kind}s: {', '.join(names)}")
     print("grporoc_plugin doctor:", "all components registered" if not failed else f"{failed} problem(s)")
     return 1 if failed else 0
 

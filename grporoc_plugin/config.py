@@ -1,14 +1,16 @@
-"""Typed GRPO-RoC settings, parsed from verl's config and validated once, shared by every trainer adapter.
+"""Typed GRPO-RoC settings: ``algorithm.roc`` parsed and validated once, shared by every trainer adapter.
 
-The single source of truth is ``algorithm.roc`` (declared in ``grporoc_plugin/config/grporoc.yaml``, or passed as
-``+algorithm.roc.*`` overrides on verl's own config). Plugin-level knobs (group sizes, how "correct" is read, what
-to do with an empty batch) live in :class:`RoCSettings`; every other key is forwarded by name to the selection
-engine's :class:`grporoc_plugin.roc.RoCConfig` or to :class:`grporoc_plugin.penalties.PenaltyConfig`, so both stay
-the owners of their own defaults. A key that names no field anywhere is rejected.
+``config.py`` parses; it never selects (that is :mod:`grporoc_plugin.adapter`). The single source of truth is
+``algorithm.roc``, declared in ``grporoc_plugin/config/grporoc.yaml`` or passed as ``+algorithm.roc.*`` overrides on
+verl's own config. Its keys are the fields of three dataclasses, each the owner of its defaults and one-line docs:
+:class:`RoCSettings` (plugin-level: group sizes, how "correct" is read, empty batches), the selection engine's
+:class:`grporoc_plugin.roc.RoCConfig` and :class:`grporoc_plugin.penalties.PenaltyConfig`. The yaml block is
+generated from them (:func:`yaml_roc_block`; a test keeps the file equal to it). A key that names no field is
+rejected.
 
-Bad configuration fails at start-up with a :class:`RoCConfigError` whose message names the offending key.
-No verl, torch or TransferQueue import at module level: this is imported by the sampler, the manager, both trainers
-and the V0 driver.
+Bad configuration fails with a :class:`RoCConfigError` whose message names the offending key: in the driver before Ray
+starts (the :class:`StartupCheck` Hydra callback declared in ``grporoc.yaml``) and again in every adapter (runs that
+use plain ``+`` overrides on verl's config have no callback). No verl, torch or TransferQueue import at module level.
 """
 
 from __future__ import annotations
@@ -24,9 +26,14 @@ __all__ = [
     "REWARD_METRIC",
     "RoCConfigError",
     "RoCSettings",
+    "StartupCheck",
+    "config_get",
+    "field_docs",
     "resolve_settings",
     "roc_section",
+    "to_plain",
     "validate_run_config",
+    "yaml_roc_block",
 ]
 
 #: ``correct_key`` value that classifies on the scalar reward (``rm_scores`` summed) instead of an extra-info key.
@@ -43,6 +50,9 @@ _MICRO_BATCH_KEYS = (
     ("actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", "actor_rollout_ref.ref.log_prob_use_dynamic_bsz"),
     ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "actor_rollout_ref.actor.use_dynamic_bsz"),
 )
+# RoCConfig fields an adapter sets itself (never from algorithm.roc): the group size comes from keep_n above, the
+# data-parallel size from the V0 trainer.
+_ENGINE_FIELDS_SET_BY_ADAPTERS = ("keep_n", "world_size")
 
 
 class RoCConfigError(ValueError):
@@ -51,43 +61,40 @@ class RoCConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RoCSettings:
-    """Resolved ``algorithm.roc`` for one run (group sizes already resolved against the trainer version)."""
+    """Plugin-level ``algorithm.roc`` settings; resolve_settings fills the group sizes for the trainer version."""
 
-    #: Run RoC selection; when false the adapters pass batches through untouched (metrics are still logged).
     enable: bool = True
-    #: Rollouts generated per train prompt before selection (2G in the paper).
-    oversample_n: int = 8
-    #: Trajectories kept per prompt after selection (G); every kept group has exactly this many sessions.
-    keep_n: int = 4
-    #: reward_extra_info key that says a trajectory is correct ("reward" = the scalar reward, rm_scores summed).
+    """Run RoC selection; false generates G per prompt and trains on all (roc/if_enabled/* shows what RoC would do)."""
+    oversample_n: int | None = None
+    """Rollouts generated per train prompt before selection (2G); null = 2 * keep_n (V1) or rollout.n (V0)."""
+    keep_n: int | None = None
+    """Rollouts kept per prompt (G); null = actor_rollout_ref.rollout.n (V1, must equal it) or rollout.n // 2 (V0)."""
     correct_key: str = "acc"
-    #: A trajectory is correct when its ``correct_key`` value is strictly above this threshold.
+    """reward_extra_info key that says a trajectory is correct; reward = the scalar reward (e.g. a reward model)."""
     correct_threshold: float = 0.5
-    #: Base seed of the selection RNG (combined with the step, so runs are reproducible).
+    """A trajectory is correct when its correct_key value is strictly above this threshold."""
     seed: int = 0
-    #: All groups rejected: "refill" (generate a fresh batch, sync V1 only), "keep_one" (train on one group with
-    #: zero advantage, like a skipped step), or "error".
+    """Base seed of the selection RNG, mixed with the global step (a resumed run selects as an uninterrupted one)."""
     empty_batch: str = "refill"
-    #: Fresh batches tried by empty_batch="refill" before falling back to "keep_one".
+    """All groups rejected: refill (fresh batch, sync V1 sampler), keep_one (one zero-advantage group), error."""
     max_refills: int = 2
-    #: Epsilon added to the group std by the grpo_roc advantage estimator (read there from algorithm.roc).
+    """Fresh batches tried by empty_batch=refill before falling back to keep_one."""
     adv_epsilon: float = 1e-6
-    #: Keyword arguments for grporoc_plugin.roc.RoCConfig (validated by it).
+    """Epsilon added to the group std by the grpo_roc advantage estimator."""
     selection: Mapping[str, Any] = field(default_factory=dict)
-    #: Keyword arguments for grporoc_plugin.penalties.PenaltyConfig (validated by it).
+    """Keyword arguments for grporoc_plugin.roc.RoCConfig (its fields, flat in the yaml)."""
     penalty: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments for grporoc_plugin.penalties.PenaltyConfig (its fields, flat in the yaml)."""
 
     def roc_config(self, world_size: int = 1):
         """The selection engine's config (``grporoc_plugin.roc.RoCConfig``) built from these settings."""
         from grporoc_plugin.roc import RoCConfig
 
-        kwargs = {**dict(self.selection), "keep_n": self.keep_n}
-        if world_size > 1:
-            kwargs["world_size"] = world_size
+        kwargs = {**dict(self.selection), "keep_n": self.keep_n, "world_size": world_size}
         try:
             return RoCConfig(**kwargs)
         except (TypeError, ValueError) as exc:
-            raise RoCConfigError(f"algorithm.roc: invalid selection settings {kwargs}: {exc}") from exc
+            raise RoCConfigError(_name_keys(str(exc), "RoCConfig")) from exc
 
     def penalty_config(self):
         """The penalty config (``grporoc_plugin.penalties.PenaltyConfig``) built from these settings."""
@@ -96,56 +103,13 @@ class RoCSettings:
         try:
             return PenaltyConfig(**dict(self.penalty))
         except (TypeError, ValueError) as exc:
-            raise RoCConfigError(f"algorithm.roc: invalid penalty settings {dict(self.penalty)}: {exc}") from exc
+            raise RoCConfigError(_name_keys(str(exc), "PenaltyConfig")) from exc
 
-    def select(
-        self,
-        group_ids,
-        correct_values,
-        *,
-        p_err=None,
-        p_format=None,
-        tool_calls=None,
-        step: int = 0,
-        world_size: int = 1,
-    ):
-        """Run RoC on per-session arrays; return (sorted kept indices, ``roc/*`` metrics).
 
-        ``correct_values`` is the raw ``correct_key`` value (correct = value > correct_threshold). Missing
-        ``p_err``/``p_format`` count as 0, so any reward function that reports correctness works. When the
-        settings are disabled everything is kept and only the metrics are computed.
-        """
-        import numpy as np
-
-        from grporoc_plugin.penalties import combine_penalties
-        from grporoc_plugin.roc import select_rollouts
-
-        m = len(group_ids)
-        values = np.asarray(correct_values, dtype=np.float64).reshape(m)
-        # NaN/inf correctness (a broken verifier) reads as incorrect: a failure is never promoted to a positive
-        correct = np.where(np.isfinite(values), values, -np.inf) > self.correct_threshold
-        err = np.zeros(m) if p_err is None else np.nan_to_num(np.asarray(p_err, dtype=np.float64), nan=1.0)
-        fmt = np.zeros(m) if p_format is None else np.nan_to_num(np.asarray(p_format, dtype=np.float64), nan=1.0)
-        penalty = combine_penalties(err, fmt, self.penalty_config())
-        no_tool = None if tool_calls is None else np.asarray(tool_calls, dtype=np.float64) <= 0
-        kept, metrics = select_rollouts(
-            group_ids,
-            correct,
-            penalty,
-            config=self.roc_config(world_size=world_size),
-            seed=self.seed * 1_000_003 + int(step),
-            no_tool=no_tool,
-            p_err=err if p_err is not None else None,
-            p_format=fmt if p_format is not None else None,
-        )
-        if not self.enable:
-            # Everything is trained on; what RoC would have done stays visible under roc/if_enabled/*.
-            kept = np.arange(m, dtype=np.int64)
-            metrics = {key.replace("roc/", "roc/if_enabled/", 1): value for key, value in metrics.items()}
-            metrics.update({"roc/rows_before": float(m), "roc/rows_kept": float(m), "roc/rows_dropped": 0.0})
-        metrics["roc/enabled"] = float(self.enable)
-        metrics["roc/penalty_available"] = float(p_err is not None or p_format is not None)
-        return kept, metrics
+def _name_keys(message: str, cls_name: str) -> str:
+    """Say ``algorithm.roc.min_pos`` where a dataclass says ``RoCConfig.min_pos``."""
+    named = message.replace(f"{cls_name}.", "algorithm.roc.")
+    return named if "algorithm.roc." in named else f"algorithm.roc: {named}"
 
 
 def to_plain(node: Any) -> Any:
@@ -184,12 +148,28 @@ def _as_int(key: str, value: Any, *, minimum: int) -> int:
     return value
 
 
-def _field_names(cls_path: str) -> set[str]:
-    module_name, cls_name = cls_path.rsplit(".", 1)
-    import importlib
+def _as_number(key: str, value: Any, *, minimum: float = -math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value < math.inf:
+        bound = "" if minimum == -math.inf else f" >= {minimum:g}"
+        raise RoCConfigError(f"{key} must be a finite number{bound}, got {value!r}")
+    return float(value)
 
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return {f.name for f in dataclasses.fields(cls)}
+
+def _engine_classes() -> tuple[type, type]:
+    from grporoc_plugin.penalties import PenaltyConfig
+    from grporoc_plugin.roc import RoCConfig
+
+    return RoCConfig, PenaltyConfig
+
+
+def _sections() -> list[tuple[type, tuple[str, ...]]]:
+    """The dataclasses behind ``algorithm.roc``, in yaml order, with the fields that are not keys of it."""
+    roc_config, penalty_config = _engine_classes()
+    return [
+        (RoCSettings, ("selection", "penalty")),
+        (roc_config, _ENGINE_FIELDS_SET_BY_ADAPTERS),
+        (penalty_config, ()),
+    ]
 
 
 def resolve_settings(roc: Mapping[str, Any] | None, *, rollout_n: int, trainer: str = "v1") -> RoCSettings:
@@ -201,13 +181,13 @@ def resolve_settings(roc: Mapping[str, Any] | None, *, rollout_n: int, trainer: 
     """
     raw = dict(to_plain(roc) or {})
     rollout_n = _as_int("actor_rollout_ref.rollout.n", rollout_n, minimum=1)
-    plugin_keys = {f.name for f in dataclasses.fields(RoCSettings)} - {"selection", "penalty"}
-    # world_size is the data-parallel size, set by the V0 adapter from the trainer, never by hand
-    selection_names = _field_names("grporoc_plugin.roc.RoCConfig") - {"world_size"}
-    penalty_names = _field_names("grporoc_plugin.penalties.PenaltyConfig")
-    selection: dict[str, Any] = dict(raw.pop("selection", None) or {})
-    penalty: dict[str, Any] = dict(raw.pop("penalty", None) or {})
+    (plugin_cls, plugin_skip), (roc_cls, roc_skip), (pen_cls, _) = _sections()
+    plugin_keys = {f.name for f in dataclasses.fields(plugin_cls)} - set(plugin_skip)
+    selection_names = {f.name for f in dataclasses.fields(roc_cls)} - set(roc_skip)
+    penalty_names = {f.name for f in dataclasses.fields(pen_cls)}
     plugin: dict[str, Any] = {}
+    selection: dict[str, Any] = {}
+    penalty: dict[str, Any] = {}
     for key, value in raw.items():
         if key in plugin_keys:
             plugin[key] = value
@@ -218,14 +198,37 @@ def resolve_settings(roc: Mapping[str, Any] | None, *, rollout_n: int, trainer: 
         else:
             known = sorted(plugin_keys | selection_names | penalty_names)
             raise RoCConfigError(f"algorithm.roc.{key} is not a GRPO-RoC setting; known keys: {known}")
-    for key in selection:
-        if key not in selection_names:
-            raise RoCConfigError(f"algorithm.roc.selection.{key} is not a RoCConfig field: {sorted(selection_names)}")
-    for key in penalty:
-        if key not in penalty_names:
-            raise RoCConfigError(f"algorithm.roc.penalty.{key} is not a PenaltyConfig field: {sorted(penalty_names)}")
 
-    keep_n, oversample_n = plugin.pop("keep_n", None), plugin.pop("oversample_n", None)
+    keep_n, oversample_n = _resolve_group_sizes(plugin.pop("keep_n", None), plugin.pop("oversample_n", None),
+                                                rollout_n, trainer)  # fmt: skip
+    empty_batch = plugin.get("empty_batch", "refill")
+    if empty_batch not in EMPTY_BATCH_POLICIES:
+        raise RoCConfigError(f"algorithm.roc.empty_batch must be one of {EMPTY_BATCH_POLICIES}, got {empty_batch!r}")
+    correct_key = plugin.get("correct_key", "acc")
+    if not isinstance(correct_key, str) or not correct_key:
+        raise RoCConfigError(f"algorithm.roc.correct_key must be a non-empty string, got {correct_key!r}")
+    enable = plugin.get("enable", True)
+    if not isinstance(enable, bool):
+        raise RoCConfigError(f"algorithm.roc.enable must be a boolean, got {enable!r}")
+    settings = RoCSettings(
+        enable=enable,
+        oversample_n=oversample_n,
+        keep_n=keep_n,
+        correct_key=correct_key,
+        correct_threshold=_as_number("algorithm.roc.correct_threshold", plugin.get("correct_threshold", 0.5)),
+        seed=_as_int("algorithm.roc.seed", plugin.get("seed", 0), minimum=0),
+        empty_batch=empty_batch,
+        max_refills=_as_int("algorithm.roc.max_refills", plugin.get("max_refills", 2), minimum=0),
+        adv_epsilon=_as_number("algorithm.roc.adv_epsilon", plugin.get("adv_epsilon", 1e-6), minimum=0.0),
+        selection=selection,
+        penalty=penalty,
+    )
+    settings.roc_config()  # let the engine and the penalty config reject their own bad values now
+    settings.penalty_config()
+    return settings
+
+
+def _resolve_group_sizes(keep_n: Any, oversample_n: Any, rollout_n: int, trainer: str) -> tuple[int, int]:
     if trainer == "v1":
         keep_n = rollout_n if keep_n is None else _as_int("algorithm.roc.keep_n", keep_n, minimum=1)
         if keep_n != rollout_n:
@@ -253,63 +256,56 @@ def resolve_settings(roc: Mapping[str, Any] | None, *, rollout_n: int, trainer: 
             f"algorithm.roc.oversample_n={oversample_n} must be >= the kept group size G={keep_n} "
             "(algorithm.roc.keep_n / actor_rollout_ref.rollout.n)"
         )
-
-    empty_batch = plugin.get("empty_batch", "refill")
-    if empty_batch not in EMPTY_BATCH_POLICIES:
-        raise RoCConfigError(f"algorithm.roc.empty_batch must be one of {EMPTY_BATCH_POLICIES}, got {empty_batch!r}")
-    correct_key = plugin.get("correct_key", "acc")
-    if not isinstance(correct_key, str) or not correct_key:
-        raise RoCConfigError(f"algorithm.roc.correct_key must be a non-empty string, got {correct_key!r}")
-    threshold = plugin.get("correct_threshold", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
-        raise RoCConfigError(f"algorithm.roc.correct_threshold must be a finite number, got {threshold!r}")
-    enable = plugin.get("enable", True)
-    if not isinstance(enable, bool):
-        raise RoCConfigError(f"algorithm.roc.enable must be a boolean, got {enable!r}")
-    seed = _as_int("algorithm.roc.seed", plugin.get("seed", 0), minimum=0)
-    max_refills = _as_int("algorithm.roc.max_refills", plugin.get("max_refills", 2), minimum=0)
-
-    adv_epsilon = plugin.get("adv_epsilon", 1e-6)
-    if isinstance(adv_epsilon, bool) or not isinstance(adv_epsilon, int | float) or not 0 <= adv_epsilon < math.inf:
-        raise RoCConfigError(f"algorithm.roc.adv_epsilon must be a finite number >= 0, got {adv_epsilon!r}")
-
-    settings = RoCSettings(
-        enable=enable,
-        adv_epsilon=float(adv_epsilon),
-        oversample_n=oversample_n,
-        keep_n=keep_n,
-        correct_key=correct_key,
-        correct_threshold=float(threshold),
-        seed=seed,
-        empty_batch=empty_batch,
-        max_refills=max_refills,
-        selection=selection,
-        penalty=penalty,
-    )
-    _validate_floors(settings)
-    settings.roc_config()  # let the engine reject its own bad values now, not at the first step
-    settings.penalty_config()
-    return settings
+    return keep_n, oversample_n
 
 
-def _validate_floors(settings: RoCSettings) -> None:
-    """Per-sign minimums (``min_pos``/``min_neg`` or the release names) must fit in the kept group."""
-    floors = {
-        k: v
-        for k, v in settings.selection.items()
-        if k in ("min_pos", "min_neg", "min_non_zero_reward_trace_num", "min_zero_reward_trace_num")
-    }
-    for key, value in floors.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RoCConfigError(f"algorithm.roc.{key} must be an integer, got {value!r}")
-        if value > settings.keep_n:
-            raise RoCConfigError(f"algorithm.roc.{key}={value} exceeds the kept group size G={settings.keep_n}")
-    total = sum(max(0, v) for v in floors.values())
-    if total > settings.keep_n:
-        raise RoCConfigError(
-            f"algorithm.roc floors {floors} sum to {total} > kept group size G={settings.keep_n} "
-            "(the release asserts min_zero + min_non_zero <= down_sample_to_n)"
-        )
+# ------------------------------------------------------------------------------------------- one config source
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its one-line docstring (the string literal right after the field in the class body)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    if isinstance(value, float) and 0 < abs(value) < 1e-3:
+        return f"{value:.1e}".replace("e-0", "e-")  # "1.0e-6": a float for YAML 1.1 (PyYAML) and OmegaConf alike
+    return str(value)
+
+
+def yaml_roc_block(indent: str = "    ") -> str:
+    """The ``algorithm.roc`` block of grporoc.yaml, generated from the dataclasses: ``# doc`` then ``key: default``."""
+    lines = []
+    for cls, skip in _sections():
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            if f.name not in docs:
+                raise RuntimeError(f"{cls.__name__}.{f.name} has no one-line docstring")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines += ["", f"{indent}# {docs[f.name]}", f"{indent}{f.name}: {_yaml_value(default)}"]
+    return "\n".join(lines[1:]) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------- validation
 
 
 def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str = "v1") -> list[str]:
@@ -425,3 +421,49 @@ def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str
                 "reject as all-correct/all-wrong"
             )
     return warnings
+
+
+class StartupCheck:
+    """Hydra callback (declared in grporoc.yaml): validate ``algorithm.roc`` in the driver, before Ray starts.
+
+    Without it a bad ``algorithm.roc.*`` value surfaces only when the first adapter is built inside a Ray worker
+    (about 30 s on CPU, longer on a GPU host that first waits for its devices). Runs with ``+`` overrides on verl's
+    own config have no callback and rely on the adapters' in-worker checks.
+    """
+
+    def on_job_start(self, config: Any, *, task_function: Any = None, **kwargs: Any) -> None:
+        import logging
+
+        roc = roc_section(config)
+        if roc is None:
+            return
+        v0 = getattr(task_function, "__module__", "") == "grporoc_plugin.v0.main" or not bool(
+            config_get(config, "trainer.use_v1", True)
+        )
+        trainer = "v0" if v0 else "v1"
+        try:
+            settings = resolve_settings(
+                roc, rollout_n=config_get(config, "actor_rollout_ref.rollout.n"), trainer=trainer
+            )
+            warnings = validate_run_config(config, settings, trainer=trainer)
+        except RoCConfigError as exc:
+            # Hydra turns an exception raised by a callback into a warning and runs the job anyway: exit instead
+            raise SystemExit(f"grporoc: invalid configuration: {exc}") from exc
+        for warning in warnings:
+            logging.getLogger(__name__).warning("grporoc: %s", warning)
+
+    # Hydra calls every hook of a callback object; the others have nothing to check.
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_run_end(self, config: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        return None

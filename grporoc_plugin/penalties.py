@@ -46,16 +46,16 @@ _TURN_OPEN, _TURN_CLOSE = "<|im_start|>assistant", "<|im_end|>"
 class PenaltyConfig:
     """How a trajectory's penalty is computed from its counters (spec §1.4; paper Eq. 4-5)."""
 
-    #: p_err of a trajectory without any tool call (paper: 0.5, "to encourage tool usage"); in [0, 1].
     no_tool_p_err: float = 0.5
-    #: Tool-error kinds counted in p_err; subset of {"parse", "exec", "timeout"} ("infra" is never the model's fault).
+    """p_err of a trajectory without any tool call (paper: 0.5, "to encourage tool usage"); in [0, 1]."""
     error_kinds: tuple[str, ...] = PENALISABLE_ERROR_KINDS
-    #: Add p_err to the total penalty (release key ``roc_error_ratio``).
+    """Tool-error kinds counted in p_err: parse, exec, timeout (infra failures are never the model's fault)."""
     use_error_ratio: bool = True
-    #: Add p_format to the total penalty (release key ``roc_answer_format``).
+    """Add the tool-error ratio p_err to the penalty (release roc_error_ratio)."""
     use_answer_format: bool = True
-    #: Denominator of p_format: "assistant_turns" (paper) or "compat" (release regex count, see structured_penalties).
+    """Add the answer-format penalty p_format to the penalty (release roc_answer_format)."""
     turn_count: str = "assistant_turns"
+    """Denominator of p_format: assistant_turns (paper) or compat (release regex count, one turn fewer)."""
 
     def __post_init__(self) -> None:
         # frozen dataclass: normalise with object.__setattr__ (YAML gives lists and ints)

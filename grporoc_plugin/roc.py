@@ -1,45 +1,52 @@
 """Resample-on-Correct (RoC) selection engine of GRPO-RoC (rStar2-Agent), pure numpy.
 
 Given ``N`` rollouts per prompt (``group_ids``), their binary outcome (``correct``) and a quality penalty (lower is
-better, only used for positives), keep ``keep_n`` rollouts per group:
+better, only used for positives), keep ``keep_n`` rollouts per group, top to bottom:
 
-* ``reject_equal_reward`` drops groups whose outcomes are all equal (zero GRPO advantage), DAPO-style without refill;
-* groups with exactly ``keep_n`` rows are kept as they are, smaller ones are dropped or kept (``small_group``);
-* larger groups keep ``k_pos`` positives (lowest penalty first, or sampled with weight ``1/(p + eps)``) and
-  ``k_neg`` negatives (first in rollout order, or uniformly sampled), with optional per-sign floors;
-* optionally whole groups are dropped so that the kept row count is a multiple of the data-parallel world size.
+1. pre-filters (``prefilters``, e.g. ``void_turn``) drop single trajectories;
+2. ``reject_equal_reward`` drops groups whose outcomes are all equal (zero GRPO advantage), DAPO-style without refill;
+3. groups with exactly ``keep_n`` rows are kept as they are, smaller ones are dropped or kept (``small_group``);
+4. the selection rule (``rule``) chooses ``keep_n`` rows of every larger group. ``roc`` keeps ``k_pos`` positives
+   (lowest penalty first, sampled with weight ``1/(p + eps)``, or uniformly) and ``k_neg`` negatives (first in rollout
+   order, or uniformly), counts from ``count_rule`` with optional per-sign floors; ``pods`` keeps the max-variance
+   subset; ``uniform`` keeps a random subset;
+5. optionally whole groups are dropped so that the kept row count is a multiple of the data-parallel world size;
+6. :func:`selection_metrics` reports what happened (``roc/*``).
 
-With ``positive_mode="topk"``, ``negative_mode="first_k"`` and ``count_rule="release_round"`` the kept set equals the
-public release (microsoft/rStar ``rstar2_agent/down_sample/roc.py`` after commit 5e95b19) for every group
-composition the release accepts; where the release would hit its ``assert len(choices) == n`` (rounding ties with an
-odd ``keep_n``) we repair the counts instead and report ``roc/groups_count_repaired``.
+Rules, rankers, count rules and pre-filters are registries (:mod:`grporoc_plugin.rules`). With ``rule="roc"``,
+``positive_mode="topk"``, ``negative_mode="first_k"`` and ``count_rule="release_round"`` the kept set equals the public
+release (microsoft/rStar ``rstar2_agent/down_sample/roc.py`` after commit 5e95b19, transcribed in
+:mod:`grporoc_plugin.reference`) for every group composition the release accepts; where the release would hit its
+``assert len(choices) == n`` (rounding ties with an odd ``keep_n``) the counts are repaired instead and reported as
+``roc/groups_count_repaired``.
 
-Everything is vectorised over rows (one stable ``lexsort`` + per-group quotas); no Python loop over groups.
-No verl or torch import: this module is shared by the V1 sampler, the V0 trainer and tests.
+Everything is vectorised over rows (stable sorts + per-group quotas); no Python loop over groups.
+No verl or torch import: this module is shared by every trainer adapter, the benchmark and tests.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-POSITIVE_MODES = ("topk", "inverse_penalty")
-NEGATIVE_MODES = ("first_k", "uniform")
-COUNT_RULES = ("release_round", "paper_half")
+from grporoc_plugin import rules
+
 SMALL_GROUP_MODES = ("drop", "keep")
 TIE_BREAKS = ("index", "random")
 ALIGN_MODES = ("none", "drop_groups")
 
 __all__ = [
+    "METRIC_KEYS",
+    "OPTIONAL_METRIC_KEYS",
     "RoCConfig",
-    "select_rollouts",
     "align_groups_to_world_size",
     "factorize_groups",
-    "METRIC_KEYS",
+    "select_rollouts",
+    "selection_metrics",
 ]
 
 
@@ -57,30 +64,34 @@ class RoCConfig:
 
     keep_n: int = 16
     """G: rollouts kept per group (the release's ``down_sample_to_n``)."""
+    rule: str = "roc"
+    """Selection rule for groups larger than keep_n: roc (GRPO-RoC), pods (max reward variance), uniform (random)."""
+    prefilters: tuple[str, ...] = ()
+    """Pre-filters run on single trajectories before everything else, e.g. ["void_turn"] (SimpleTIR)."""
     positive_mode: str = "topk"
-    """"topk" (release: lowest penalty first) | "inverse_penalty" (paper: sample w.p. ~ 1/(p + penalty_eps))."""
+    """Positives under rule roc: topk (release, lowest penalty first), inverse_penalty (paper), uniform (control)."""
     negative_mode: str = "first_k"
-    """"first_k" (release: first in rollout order) | "uniform" (paper: uniform sample without replacement)."""
+    """Negatives under rule roc: first_k (release, rollout order) or uniform (paper, sample without replacement)."""
     count_rule: str = "release_round"
-    """"release_round" (half-to-even round of share*n/N) | "paper_half" (k_neg = floor(neg*n/N), k_pos = rest)."""
+    """Per-sign counts under rule roc: release_round (half-to-even round of share*G/N) or paper_half (floor on neg)."""
     min_pos: int = 2
-    """Floor on kept positives when available (the release's ``min_non_zero_reward_trace_num``); -1 = off."""
+    """Floor on kept positives when available (release min_non_zero_reward_trace_num); -1 = off."""
     min_neg: int = 2
-    """Floor on kept negatives when available (the release's ``min_zero_reward_trace_num``); -1 = off."""
+    """Floor on kept negatives when available (release min_zero_reward_trace_num); -1 = off."""
     reject_equal_reward: bool = True
-    """Drop whole groups whose outcomes (``scores``, else ``correct``) are all equal."""
+    """Drop groups whose outcomes are all equal (zero GRPO advantage), DAPO-style without refill."""
     equal_reward_tol: float = 1e-6
-    """Absolute tolerance of the all-equal test: a group is equal when max(score) - min(score) <= tol."""
+    """Absolute tolerance of the all-equal test on scores: equal when max - min <= tol."""
     small_group: str = "drop"
-    """Groups with fewer than keep_n rows: "drop" (release) | "keep" (kept whole, no selection)."""
+    """Groups with fewer than keep_n sessions (failed rollouts): drop (release) or keep whole."""
     penalty_eps: float = 0.1
     """delta in the inverse_penalty weight 1/(p + delta); keeps p = 0 finite."""
     tie_break: str = "index"
-    """Penalty ties under topk: "index" (release: lower rollout index wins) | "random" (seeded)."""
+    """Penalty ties among positives under topk: index (release, lower rollout index wins) or random (seeded)."""
     world_size: int = 1
-    """Data-parallel size the kept row count must be a multiple of (applied when world_size_align != "none")."""
+    """Data-parallel size the kept row count must be a multiple of (V0; set by the adapter, never by hand)."""
     world_size_align: str = "drop_groups"
-    """"drop_groups": drop the fewest whole groups to reach a multiple of world_size | "none": no alignment."""
+    """V0 only (no padding rows there): drop_groups keeps the kept row count a multiple of the DP size; none = off."""
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -88,10 +99,22 @@ class RoCConfig:
 
         if not _is_int(self.keep_n) or self.keep_n < 1:
             raise bad("keep_n", ">= 1")
+        for name, registry in (
+            ("rule", rules.SELECTION_RULE_REGISTRY),
+            ("positive_mode", rules.POSITIVE_RANKER_REGISTRY),
+            ("negative_mode", rules.NEGATIVE_RANKER_REGISTRY),
+            ("count_rule", rules.COUNT_RULE_REGISTRY),
+        ):
+            if getattr(self, name) not in registry:
+                raise bad(name, f"one of the registered names {sorted(registry)}")
+        prefilters = self.prefilters
+        if isinstance(prefilters, str) or not isinstance(prefilters, list | tuple):
+            raise bad("prefilters", "a list of pre-filter names")
+        for name in prefilters:
+            if name not in rules.PREFILTER_REGISTRY:
+                raise bad("prefilters", f"a list of registered pre-filters {sorted(rules.PREFILTER_REGISTRY)}")
+        object.__setattr__(self, "prefilters", tuple(prefilters))
         for name, choices in (
-            ("positive_mode", POSITIVE_MODES),
-            ("negative_mode", NEGATIVE_MODES),
-            ("count_rule", COUNT_RULES),
             ("small_group", SMALL_GROUP_MODES),
             ("tie_break", TIE_BREAKS),
             ("world_size_align", ALIGN_MODES),
@@ -118,20 +141,20 @@ class RoCConfig:
         if self.tie_break == "random" and self.positive_mode != "topk":
             raise ValueError(
                 f"RoCConfig.tie_break='random' only applies to positive_mode='topk' "
-                f"(positive_mode={self.positive_mode!r} samples and has no ties); use tie_break='index'"
+                f"(positive_mode={self.positive_mode!r} has no penalty ties); use tie_break='index'"
             )
         if not _is_int(self.world_size) or self.world_size < 1:
             raise bad("world_size", ">= 1")
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any] | None, *, ignore: Iterable[str] = ()) -> RoCConfig:
-        """Build from a dict/DictConfig; unknown keys (not in ``ignore``) raise ValueError naming them."""
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> RoCConfig:
+        """Build from a dict/DictConfig; unknown keys raise ValueError naming them."""
         mapping = dict(mapping or {})
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known - set(ignore))
+        unknown = sorted(set(mapping) - known)
         if unknown:
             raise ValueError(f"unknown RoC config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**{k: v for k, v in mapping.items() if k in known})
+        return cls(**mapping)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -176,66 +199,6 @@ def _row_array(value: Any, m: int, name: str, dtype: Any) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
     return arr.astype(np.float64)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Per-group counts (arrays of length G)
-
-
-def release_counts(
-    n_pos: np.ndarray, n_neg: np.ndarray, keep_n: int, min_pos: int, min_neg: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The release's per-group counts for groups with N > keep_n, vectorised.
-
-    Returns (k_pos, k_neg, keep_all, floors_applied, repaired). ``keep_all`` is the release's "keep all N" branch
-    (both rounded counts under their floors; unreachable when min_pos + min_neg <= keep_n, which RoCConfig enforces).
-    ``repaired`` marks groups where the release would slice fewer/more than keep_n rows and fail its assert
-    (half-to-even ties with odd keep_n); there positives keep the release's count and negatives fill up to keep_n.
-    """
-    size = n_pos + n_neg
-    # same IEEE float64 quotient as Python's int*int/int; np.rint rounds half to even like Python's round()
-    raw_neg = np.rint(n_neg * keep_n / size).astype(np.int64)
-    raw_pos = np.rint(n_pos * keep_n / size).astype(np.int64)
-    keep_all = (raw_neg < min_neg) & (raw_pos < min_pos)
-    floor_neg = np.minimum(min_neg, n_neg)
-    c1 = raw_neg <= floor_neg
-    k_neg = np.where(c1, floor_neg, raw_neg)
-    k_pos = np.where(c1, keep_n - k_neg, raw_pos)
-    floor_pos = np.minimum(min_pos, n_pos)
-    c2 = k_pos <= floor_pos
-    k_pos = np.where(c2, floor_pos, k_pos)
-    k_neg = np.where(c2, keep_n - k_pos, k_neg)
-    floors_applied = ~keep_all & ((k_pos != raw_pos) | (k_neg != raw_neg))
-    # the release slices pos[:k_pos] + neg[:k_neg]; counts are never negative here (min_* <= keep_n)
-    eff_pos = np.clip(k_pos, 0, n_pos)
-    eff_neg = np.clip(k_neg, 0, n_neg)
-    repaired = ~keep_all & (eff_pos + eff_neg != keep_n)
-    fix_neg = np.clip(keep_n - eff_pos, 0, n_neg)
-    eff_neg = np.where(repaired, fix_neg, eff_neg)
-    eff_pos = np.where(repaired, keep_n - fix_neg, eff_pos)
-    return eff_pos, eff_neg, keep_all, floors_applied, repaired
-
-
-def paper_counts(
-    n_pos: np.ndarray, n_neg: np.ndarray, keep_n: int, min_pos: int, min_neg: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Paper counts generalised to N -> keep_n: k_neg = floor(neg*n/N), k_pos = n - k_neg, then floors.
-
-    For N = 2n this is (ceil(pos/2), floor(neg/2)). Always sums to keep_n within availability (N > keep_n).
-    Returns (k_pos, k_neg, floors_applied).
-    """
-    size = n_pos + n_neg
-    raw_neg = (n_neg * keep_n) // size
-    k_neg = raw_neg
-    k_pos = keep_n - k_neg
-    raw_pos = k_pos
-    if min_neg >= 0:
-        k_neg = np.maximum(k_neg, np.minimum(min_neg, n_neg))
-        k_pos = keep_n - k_neg
-    if min_pos >= 0:
-        k_pos = np.maximum(k_pos, np.minimum(min_pos, n_pos))
-        k_neg = keep_n - k_pos
-    return k_pos, k_neg, (k_pos != raw_pos) | (k_neg != raw_neg)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -338,6 +301,7 @@ METRIC_KEYS = (
     "roc/rows_before",
     "roc/rows_kept",
     "roc/rows_dropped",
+    "roc/rows_prefiltered",
     "roc/groups_before",
     "roc/groups_kept",
     "roc/groups_dropped",
@@ -349,175 +313,261 @@ METRIC_KEYS = (
     "roc/small_groups_kept",
     "roc/groups_exact_size",
     "roc/groups_selected",
-    "roc/groups_floor_applied",
-    "roc/groups_release_keep_all",
-    "roc/groups_count_repaired",
     "roc/pos_before",
     "roc/neg_before",
     "roc/kept_pos",
     "roc/kept_neg",
-    "roc/kept_pos_per_group_mean",
-    "roc/group_pos_rate_mean",
     "roc/nonfinite_penalty_rows",
-    "roc/pos_penalty_mean_before",
-    "roc/pos_penalty_mean_after",
     "roc/world_size_removed_rows",
     "roc/world_size_removed_groups",
 )
+"""Reported for every batch (counts; 0 on an empty batch)."""
+
 OPTIONAL_METRIC_KEYS = {
-    "no_tool": ("roc/pos_no_tool_ratio_before", "roc/pos_no_tool_ratio_after"),
-    "p_err": ("roc/pos_tool_error_ratio_before", "roc/pos_tool_error_ratio_after"),
+    "groups": ("roc/kept_pos_per_group_mean", "roc/group_pos_rate_mean"),
+    "penalty": ("roc/pos_penalty_mean_before", "roc/pos_penalty_mean_after"),
+    "tool_errors": ("roc/pos_tool_error_ratio_before", "roc/pos_tool_error_ratio_after"),
+    "p_err": ("roc/pos_p_err_mean_before", "roc/pos_p_err_mean_after"),
+    "no_tool": ("roc/pos_no_tool_share_before", "roc/pos_no_tool_share_after"),
     "p_format": ("roc/pos_format_penalty_mean_before", "roc/pos_format_penalty_mean_after"),
 }
+"""Means and ratios, reported only when their input was given and the set they average over is not empty
+("before" = every positive of the input, the rollout policy's behaviour; "after" = the kept positives). The rule's
+own group counters (e.g. ``roc/groups_floor_applied`` of rule roc) are reported as well."""
+
+#: Per-row statistics ``select_rollouts`` understands in ``stats`` (metrics and pre-filters; all optional).
+STAT_KEYS = ("tool_calls", "tool_errors", "p_err", "p_format", "no_tool", "void_turns")
 
 
-def _mean(values: np.ndarray) -> float:
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else 0.0
+class GroupStatus(NamedTuple):
+    """Per-group (G,) outcome of the rule-independent stages, for :func:`selection_metrics`."""
+
+    equal: np.ndarray
+    """All outcomes equal (whether or not rejection is on)."""
+    rejected: np.ndarray
+    """Dropped by reject_equal_reward."""
+    small: np.ndarray
+    """Fewer than keep_n rows (not rejected)."""
+    exact: np.ndarray
+    """Exactly keep_n rows (not rejected): kept whole."""
+    selectable: np.ndarray
+    """More than keep_n rows (not rejected): the rule chose."""
+
+
+def _group_status(rows_codes: np.ndarray, n_groups: int, is_pos: np.ndarray, scores, cfg: RoCConfig):
+    size = np.bincount(rows_codes, minlength=n_groups).astype(np.int64)
+    n_pos = np.bincount(rows_codes, weights=is_pos, minlength=n_groups).astype(np.int64)
+    if scores is None:
+        equal = (n_pos == 0) | (n_pos == size)
+    else:
+        lo = np.full(n_groups, np.inf)
+        hi = np.full(n_groups, -np.inf)
+        np.minimum.at(lo, rows_codes, scores)
+        np.maximum.at(hi, rows_codes, scores)
+        equal = (hi - lo) <= cfg.equal_reward_tol  # NaN scores compare False: such a group is not rejected
+    rejected = equal & cfg.reject_equal_reward
+    alive = ~rejected
+    status = GroupStatus(
+        equal, rejected, alive & (size < cfg.keep_n), alive & (size == cfg.keep_n), alive & (size > cfg.keep_n)
+    )
+    return size, n_pos, status
 
 
 def select_rollouts(
     group_ids: Any,
     correct: Any,
     penalty: Any,
-    config: RoCConfig | None = None,
+    config: RoCConfig | Mapping[str, Any] | None = None,
     seed: int | None = 0,
     scores: Any = None,
-    no_tool: Any = None,
-    p_err: Any = None,
-    p_format: Any = None,
+    stats: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Select the rollouts to train on; return (sorted int64 kept indices, ``roc/*`` metrics).
 
     Args:
-        group_ids: group (uid) of each trajectory, in rollout order; any hashable values.
-        correct: binary outcome per trajectory (bool; numeric values are read as ``> 0.5``).
-        penalty: quality penalty per trajectory (lower is better; ranks positives only). Non-finite -> ranked last
-            (counted in ``roc/nonfinite_penalty_rows``); inverse_penalty clips negative penalties to 0.
+        group_ids: (m,) group (uid) of each trajectory, in rollout order; any hashable values.
+        correct: (m,) binary outcome per trajectory (bool; numeric values are read as ``> 0.5``).
+        penalty: (m,) quality penalty (lower is better; ranks positives only). Non-finite -> ranked last (counted in
+            ``roc/nonfinite_penalty_rows``); inverse_penalty clips negative penalties to 0.
         config: selection settings (default ``RoCConfig()``), or a mapping of its fields.
-        seed: int >= 0 (or None for fresh entropy) seeding every random choice (inverse_penalty, uniform,
-            tie_break="random"); same seed, same result. Release modes do not depend on it.
-        scores: what ``reject_equal_reward`` compares (with ``equal_reward_tol``); defaults to ``correct``.
-        no_tool, p_err, p_format: metrics only. "before" = all positives of the input (the rollout policy's
-            behaviour, comparable to plain GRPO), "after" = kept positives. ``roc/pos_tool_error_ratio_*`` is
-            the mean p_err among positives (paper Fig. 4).
+        seed: int >= 0 (or None for fresh entropy) seeding every random choice; same seed, same result. Release modes
+            do not depend on it.
+        scores: (m,) float, what ``reject_equal_reward`` compares (with ``equal_reward_tol``) and what rule ``pods``
+            spreads; defaults to ``correct``.
+        stats: optional (m,) per-trajectory statistics, keys from :data:`STAT_KEYS`: ``tool_calls`` and
+            ``tool_errors`` (failed calls) give the paper's Fig. 4 ratio, ``p_err``/``p_format``/``no_tool`` their
+            means among positives, ``void_turns`` feeds the ``void_turn`` pre-filter.
     """
     cfg = config if config is not None else RoCConfig()
     if isinstance(cfg, Mapping):
         cfg = RoCConfig.from_mapping(cfg)
     if not isinstance(cfg, RoCConfig):
         raise TypeError(f"config must be a RoCConfig or a mapping of its fields, got {type(cfg).__name__}")
-    codes, n_groups = factorize_groups(group_ids)
-    m = int(codes.size)
-    is_pos = _row_array(correct, m, "correct", bool)
-    pen = _row_array(penalty, m, "penalty", float)
-    nonfinite = ~np.isfinite(pen)
-    pen = np.where(nonfinite, np.inf, pen)
-    n = cfg.keep_n
+    codes_all, _ = factorize_groups(group_ids)
+    m_all = int(codes_all.size)
+    is_pos_all = _row_array(correct, m_all, "correct", bool)
+    pen_all = _row_array(penalty, m_all, "penalty", float)
+    scores_all = None if scores is None else _row_array(scores, m_all, "scores", float)
+    unknown = sorted(set(stats or {}) - set(STAT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown stats {unknown}; known: {list(STAT_KEYS)}")
+    stat_arrays = {
+        name: _row_array(value, m_all, name, bool if name == "no_tool" else float)
+        for name, value in (stats or {}).items()
+        if value is not None
+    }
 
-    size = np.bincount(codes, minlength=n_groups).astype(np.int64)
-    n_pos = np.bincount(codes, weights=is_pos, minlength=n_groups).astype(np.int64)
-    n_neg = size - n_pos
+    # 1. pre-filters: the rest of the pipeline sees the surviving rows only (row numbers mapped back at the end)
+    survivors = np.ones(m_all, dtype=bool)
+    for name in cfg.prefilters:
+        survivors &= np.asarray(rules.get_prefilter(name)(stat_arrays, cfg), dtype=bool)
+    rows_idx = np.flatnonzero(survivors)
+    codes, n_groups = factorize_groups(codes_all[rows_idx])
+    is_pos = is_pos_all[rows_idx]
+    nonfinite = ~np.isfinite(pen_all[rows_idx])
+    pen = np.where(nonfinite, np.inf, pen_all[rows_idx])
+    sub_scores = None if scores_all is None else scores_all[rows_idx]
 
-    # --- group rejection (all outcomes equal) ---
-    if scores is None:
-        equal = (n_pos == 0) | (n_pos == size)
-    else:
-        sc = _row_array(scores, m, "scores", float)
-        lo = np.full(n_groups, np.inf)
-        hi = np.full(n_groups, -np.inf)
-        np.minimum.at(lo, codes, sc)
-        np.maximum.at(hi, codes, sc)
-        equal = (hi - lo) <= cfg.equal_reward_tol  # NaN scores compare False: such a group is not rejected
-    rejected = equal if cfg.reject_equal_reward else np.zeros(n_groups, dtype=bool)
-    alive = ~rejected
-    small = alive & (size < n)
-    exact = alive & (size == n)
-    big = alive & (size > n)
+    # 2-3. group rejection and group sizes, the same for every rule
+    size, n_pos, status = _group_status(codes, n_groups, is_pos, sub_scores, cfg)
+    grouped = rules.GroupedRows(
+        codes=codes,
+        n_groups=n_groups,
+        is_pos=is_pos,
+        penalty=pen,
+        rewards=is_pos.astype(np.float64) if sub_scores is None else sub_scores,
+        size=size,
+        n_pos=n_pos,
+        selectable=status.selectable,
+    )
 
-    # --- per-group quotas (computed for every group, used where the group is selected from) ---
-    if cfg.count_rule == "release_round":
-        k_pos, k_neg, keep_all, floors, repaired = release_counts(n_pos, n_neg, n, cfg.min_pos, cfg.min_neg)
-    else:
-        k_pos, k_neg, floors = paper_counts(n_pos, n_neg, n, cfg.min_pos, cfg.min_neg)
-        keep_all = repaired = np.zeros(n_groups, dtype=bool)
-    keep_all = keep_all & big
-    repaired = repaired & big
-    whole = exact | keep_all | (small & (cfg.small_group == "keep"))
-    sel = big & ~keep_all
-    q_pos = np.where(whole, n_pos, np.where(sel, k_pos, 0))
-    q_neg = np.where(whole, n_neg, np.where(sel, k_neg, 0))
+    # 4. the rule chooses inside the larger groups
+    rngs = rules.RuleRngs(*(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)))
+    result = rules.get_selection_rule(cfg.rule)(grouped, cfg, rngs)
+    whole = status.exact | (status.small & (cfg.small_group == "keep"))
+    kept_mask = np.where(status.selectable[codes], np.asarray(result.kept, dtype=bool), whole[codes])
+    kept = np.flatnonzero(kept_mask).astype(np.int64)
 
-    # --- rank rows within (group, sign) and keep the first quota ---
-    pos_rng, neg_rng, tie_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    if cfg.positive_mode == "topk":
-        pos_key = pen
-    else:
-        # Efraimidis-Spirakis: key = u^(1/w) with w = 1/(p + eps); take the largest keys <=> smallest -log(u)*(p+eps)
-        u = 1.0 - pos_rng.random(m)  # (0, 1]
-        pos_key = -np.log(u) * (np.maximum(pen, 0.0) + cfg.penalty_eps)
-    neg_key = np.arange(m, dtype=np.float64) if cfg.negative_mode == "first_k" else neg_rng.random(m)
-    key = np.where(is_pos, pos_key, neg_key)
-    block = codes * 2 + (~is_pos)  # (group, sign) block id
-    if cfg.tie_break == "random":
-        order = np.lexsort((np.where(is_pos, tie_rng.random(m), 0.0), key, block))
-    else:
-        order = np.lexsort((key, block))  # lexsort is stable: equal keys keep rollout order
-    sorted_block = block[order]
-    starts = np.ones(m, dtype=bool)
-    starts[1:] = sorted_block[1:] != sorted_block[:-1]
-    positions = np.arange(m)
-    rank = positions - np.maximum.accumulate(np.where(starts, positions, 0))
-    sorted_codes = sorted_block // 2
-    quota = np.where(sorted_block % 2 == 0, q_pos[sorted_codes], q_neg[sorted_codes])
-    kept = np.sort(order[rank < quota]).astype(np.int64)
-
-    # --- whole-group world-size alignment ---
+    # 5. whole-group world-size alignment
     removed_rows = removed_groups = 0
     if cfg.world_size_align == "drop_groups" and cfg.world_size > 1:
         kept, removed_rows, removed_groups = _align_codes(codes, kept, cfg.world_size, is_pos)
-
-    # --- metrics ---
-    kept_mask = np.zeros(m, dtype=bool)
+    kept_mask = np.zeros(codes.size, dtype=bool)
     kept_mask[kept] = True
-    kept_pos_mask = kept_mask & is_pos
-    kept_groups = np.unique(codes[kept]).size
-    pos_per_group = np.bincount(codes[kept_pos_mask], minlength=n_groups)[np.unique(codes[kept])]
+
+    # 6. metrics over the input rows (pre-filtered rows count as dropped)
+    kept_all = np.zeros(m_all, dtype=bool)
+    kept_all[rows_idx[kept]] = True
+    metrics = selection_metrics(
+        BatchView(codes_all, is_pos_all, np.where(np.isfinite(pen_all), pen_all, np.inf), stat_arrays),
+        kept_all,
+        grouped,
+        status,
+        result.group_flags,
+        cfg,
+        nonfinite_rows=int(nonfinite.sum()),
+        removed=(removed_rows, removed_groups),
+    )
+    return rows_idx[kept], metrics
+
+
+class BatchView(NamedTuple):
+    """All input rows of one selection, for the metrics."""
+
+    codes: np.ndarray
+    """(m,) group code per input row."""
+    is_pos: np.ndarray
+    """(m,) bool outcome."""
+    penalty: np.ndarray
+    """(m,) penalty (+inf where non-finite)."""
+    stats: Mapping[str, np.ndarray]
+    """Optional per-row statistics (:data:`STAT_KEYS`)."""
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
+    values = values[mask]
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def _error_ratio(errors: np.ndarray, calls: np.ndarray, mask: np.ndarray) -> float | None:
+    """Failed tool calls / tool calls over ``mask`` (the paper's Fig. 4 quantity); None without any call."""
+    total_calls = float(np.maximum(calls[mask], 0).sum())
+    return float(np.maximum(errors[mask], 0).sum()) / total_calls if total_calls > 0 else None
+
+
+def selection_metrics(
+    batch: BatchView,
+    kept: np.ndarray,
+    rows: rules.GroupedRows,
+    status: GroupStatus,
+    rule_flags: Mapping[str, np.ndarray],
+    cfg: RoCConfig,
+    *,
+    nonfinite_rows: int,
+    removed: tuple[int, int],
+) -> dict[str, float]:
+    """``roc/*`` metrics of one selection (:data:`METRIC_KEYS`, :data:`OPTIONAL_METRIC_KEYS`, rule counters).
+
+    ``batch`` and ``kept`` ((m,) bool) cover every input row; ``rows`` and ``status`` the rows that passed the
+    pre-filters (the groups the rule saw). "before" figures are over every input positive.
+    """
+    m = int(batch.codes.size)
+    kept_pos = kept & batch.is_pos
+    n_kept, n_pos = int(kept.sum()), int(batch.is_pos.sum())
+    kept_codes = np.unique(batch.codes[kept])
+    groups_input = int(np.unique(batch.codes).size)
+    full = rows.n_pos == rows.size
     metrics: dict[str, float] = {
         "roc/rows_before": m,
-        "roc/rows_kept": int(kept.size),
-        "roc/rows_dropped": m - int(kept.size),
-        "roc/groups_before": n_groups,
-        "roc/groups_kept": int(kept_groups),
-        "roc/groups_dropped": n_groups - int(kept_groups),
-        "roc/groups_rejected_all_correct": int(np.sum(rejected & (n_pos == size))),
-        "roc/groups_rejected_all_wrong": int(np.sum(rejected & (n_pos == 0))),
-        "roc/groups_rejected_equal_mixed": int(np.sum(rejected & (n_pos > 0) & (n_pos < size))),
-        "roc/groups_equal_reward": int(np.sum(equal)),
-        "roc/small_groups_dropped": int(np.sum(small)) if cfg.small_group == "drop" else 0,
-        "roc/small_groups_kept": int(np.sum(small)) if cfg.small_group == "keep" else 0,
-        "roc/groups_exact_size": int(np.sum(exact)),
-        "roc/groups_selected": int(np.sum(sel)),
-        "roc/groups_floor_applied": int(np.sum(floors & sel)),  # groups whose counts the floors changed
-        "roc/groups_release_keep_all": int(np.sum(keep_all)),
-        "roc/groups_count_repaired": int(np.sum(repaired)),
-        "roc/pos_before": int(is_pos.sum()),
-        "roc/neg_before": m - int(is_pos.sum()),
-        "roc/kept_pos": int(kept_pos_mask.sum()),
-        "roc/kept_neg": int(kept.size) - int(kept_pos_mask.sum()),
-        "roc/kept_pos_per_group_mean": float(pos_per_group.mean()) if pos_per_group.size else 0.0,
-        "roc/group_pos_rate_mean": float(np.mean(n_pos / size)) if n_groups else 0.0,
-        "roc/nonfinite_penalty_rows": int(nonfinite.sum()),
-        "roc/pos_penalty_mean_before": _mean(pen[is_pos]),
-        "roc/pos_penalty_mean_after": _mean(pen[kept_pos_mask]),
-        "roc/world_size_removed_rows": int(removed_rows),
-        "roc/world_size_removed_groups": int(removed_groups),
+        "roc/rows_kept": n_kept,
+        "roc/rows_dropped": m - n_kept,
+        "roc/rows_prefiltered": m - int(rows.codes.size),
+        "roc/groups_before": groups_input,
+        "roc/groups_kept": int(kept_codes.size),
+        "roc/groups_dropped": groups_input - int(kept_codes.size),
+        "roc/groups_rejected_all_correct": int(np.sum(status.rejected & full)),
+        "roc/groups_rejected_all_wrong": int(np.sum(status.rejected & (rows.n_pos == 0))),
+        "roc/groups_rejected_equal_mixed": int(np.sum(status.rejected & (rows.n_pos > 0) & ~full)),
+        "roc/groups_equal_reward": int(np.sum(status.equal)),
+        "roc/small_groups_dropped": int(np.sum(status.small)) if cfg.small_group == "drop" else 0,
+        "roc/small_groups_kept": int(np.sum(status.small)) if cfg.small_group == "keep" else 0,
+        "roc/groups_exact_size": int(np.sum(status.exact)),
+        "roc/groups_selected": int(np.sum(status.selectable)),
+        "roc/pos_before": n_pos,
+        "roc/neg_before": m - n_pos,
+        "roc/kept_pos": int(kept_pos.sum()),
+        "roc/kept_neg": n_kept - int(kept_pos.sum()),
+        "roc/nonfinite_penalty_rows": nonfinite_rows,
+        "roc/world_size_removed_rows": int(removed[0]),
+        "roc/world_size_removed_groups": int(removed[1]),
     }
-    for name, value in (("no_tool", no_tool), ("p_err", p_err), ("p_format", p_format)):
-        if value is None:
-            continue
-        arr = _row_array(value, m, name, bool if name == "no_tool" else float).astype(np.float64)
-        before_key, after_key = OPTIONAL_METRIC_KEYS[name]
-        metrics[before_key] = _mean(arr[is_pos])
-        metrics[after_key] = _mean(arr[kept_pos_mask])
-    return kept, metrics
+    metrics.update({f"roc/groups_{name}": int(np.sum(flags)) for name, flags in rule_flags.items()})
+
+    pos = batch.is_pos
+    optional: dict[str, float | None] = {
+        "roc/pos_penalty_mean_before": _masked_mean(batch.penalty, pos),
+        "roc/pos_penalty_mean_after": _masked_mean(batch.penalty, kept_pos),
+    }
+    if kept_codes.size:
+        per_group = np.bincount(batch.codes[kept_pos], minlength=int(batch.codes.max()) + 1)[kept_codes]
+        optional["roc/kept_pos_per_group_mean"] = float(per_group.mean())
+    if rows.n_groups:
+        optional["roc/group_pos_rate_mean"] = float(np.mean(rows.n_pos / rows.size))
+    stats = batch.stats
+    if "tool_calls" in stats and "tool_errors" in stats:
+        for suffix, mask in (("before", pos), ("after", kept_pos)):
+            optional[f"roc/pos_tool_error_ratio_{suffix}"] = _error_ratio(
+                stats["tool_errors"], stats["tool_calls"], mask
+            )
+    for name, prefix in (
+        ("p_err", "roc/pos_p_err_mean"),
+        ("no_tool", "roc/pos_no_tool_share"),
+        ("p_format", "roc/pos_format_penalty_mean"),
+    ):
+        if name in stats:
+            values = stats[name].astype(np.float64)
+            optional[f"{prefix}_before"] = _masked_mean(values, pos)
+            optional[f"{prefix}_after"] = _masked_mean(values, kept_pos)
+    metrics.update({key: value for key, value in optional.items() if value is not None})
+    return metrics

@@ -9,14 +9,12 @@ import pytest
 
 from grporoc_plugin.roc import (
     METRIC_KEYS,
-    OPTIONAL_METRIC_KEYS,
     RoCConfig,
     align_groups_to_world_size,
     factorize_groups,
-    paper_counts,
-    release_counts,
     select_rollouts,
 )
+from grporoc_plugin.rules import paper_half, release_round
 
 RELEASE = {"positive_mode": "topk", "negative_mode": "first_k", "count_rule": "release_round", "tie_break": "index"}
 
@@ -147,8 +145,8 @@ PAPER_TABLE_32_16 = {2: (1, 15), 5: (3, 13), 17: (9, 7), 29: (15, 1), 30: (15, 1
 def test_count_table_32_to_16():
     n_pos = np.arange(1, 32)
     n_neg = 32 - n_pos
-    r_pos, r_neg, keep_all, _, repaired = release_counts(n_pos, n_neg, 16, 2, 2)
-    p_pos, p_neg, _ = paper_counts(n_pos, n_neg, 16, -1, -1)
+    r_pos, r_neg, _, keep_all, repaired = release_round(n_pos, n_neg, 16, 2, 2)
+    p_pos, p_neg, *_ = paper_half(n_pos, n_neg, 16, -1, -1)
     assert not keep_all.any() and not repaired.any()
     assert np.all(r_pos + r_neg == 16) and np.all(p_pos + p_neg == 16)
     for pos, counts in RELEASE_TABLE_32_16.items():
@@ -162,9 +160,9 @@ def test_count_table_32_to_16():
     differ = {int(p) for p in n_pos[(r_pos != -(-n_pos // 2))]}
     assert differ == {2, 5, 9, 13, 17, 21, 25, 29, 30, 31}
     # without floors the release leaves a 31/1 group with zero advantage (16/0); paper with floors keeps the 1
-    no_floor_pos, no_floor_neg, *_ = release_counts(np.array([31]), np.array([1]), 16, -1, -1)
+    no_floor_pos, no_floor_neg, *_ = release_round(np.array([31]), np.array([1]), 16, -1, -1)
     assert (no_floor_pos[0], no_floor_neg[0]) == (16, 0)
-    floor_pos, floor_neg, _ = paper_counts(np.array([31, 2]), np.array([1, 30]), 16, 2, 2)
+    floor_pos, floor_neg, *_ = paper_half(np.array([31, 2]), np.array([1, 30]), 16, 2, 2)
     assert list(zip(floor_pos.tolist(), floor_neg.tolist(), strict=True)) == [(15, 1), (2, 14)]
 
 
@@ -188,7 +186,7 @@ def test_count_table_through_select(count_rule, floor, table):
 def test_release_keep_all_branch_is_reproduced_and_reported():
     """The release's "keep all N" branch: both rounded counts below their floors (needs min_pos+min_neg > n)."""
     # 3/3 -> 4 with floors 3/3: both counts round to 2 < 3 -> the release keeps all 6 rows
-    _, _, keep_all, _, _ = release_counts(np.array([3, 5]), np.array([3, 1]), 4, 3, 3)
+    keep_all = release_round(np.array([3, 5]), np.array([3, 1]), 4, 3, 3).keep_all
     assert keep_all.tolist() == [True, False]
     # It needs min_pos + min_neg > keep_n (round(x) + round(n - x) >= n - 1), which RoCConfig forbids (the
     # release asserts it at start-up too), so select_rollouts never reaches it with a valid config.
@@ -198,7 +196,7 @@ def test_release_keep_all_branch_is_reproduced_and_reported():
     for n in range(1, 21):
         for lo in range(-1, n + 1):
             hi = min(n - max(lo, 0), n)
-            _, _, keep_all, _, _ = release_counts(n_pos, 40 - n_pos, n, lo, hi)
+            keep_all = release_round(n_pos, 40 - n_pos, n, lo, hi).keep_all
             assert not keep_all.any()
 
 
@@ -368,7 +366,7 @@ def test_bad_config_names_the_field(kwargs, field):
 
 
 def test_from_mapping_rejects_unknown_keys():
-    assert RoCConfig.from_mapping({"keep_n": 8, "enable": True}, ignore=["enable"]).keep_n == 8
+    assert RoCConfig.from_mapping({"keep_n": 8, "rule": "pods"}).rule == "pods"
     with pytest.raises(ValueError, match="keepn"):
         RoCConfig.from_mapping({"keepn": 8})
     # select_rollouts accepts a mapping of the fields too (e.g. an OmegaConf node converted to a dict)
@@ -393,33 +391,46 @@ def test_nonfinite_penalties_rank_last_and_are_counted():
     assert m["roc/nonfinite_penalty_rows"] == 2
 
 
-def test_empty_input_gives_empty_result_and_zero_metrics():
-    kept, m = select_rollouts([], [], [], RoCConfig(), p_err=[], no_tool=[], p_format=[])
+def test_empty_input_gives_empty_result_zero_counts_and_no_means():
+    empty = {"p_err": [], "no_tool": [], "p_format": [], "tool_calls": [], "tool_errors": []}
+    kept, m = select_rollouts([], [], [], RoCConfig(), stats=empty)
     assert kept.dtype == np.int64 and kept.size == 0
+    rule_counters = {"roc/groups_floor_applied", "roc/groups_release_keep_all", "roc/groups_count_repaired"}
+    assert set(m) == set(METRIC_KEYS) | rule_counters  # an empty set has no mean: absent, never 0
     assert all(v == 0 for v in m.values())
-    assert set(m) == set(METRIC_KEYS) | {k for pair in OPTIONAL_METRIC_KEYS.values() for k in pair}
-    assert "roc/pos_tool_error_ratio_before" in m and "roc/world_size_removed_rows" in m
     kept, m = select_rollouts(
         np.array([], dtype=object), np.array([], dtype=bool), np.array([]), RoCConfig(world_size=8)
     )
     assert kept.size == 0
 
 
-def test_tool_error_and_no_tool_metrics_before_after():
-    # 20 positives: 10 clean tool users (p_err 0), 4 with errors (p_err 1), 6 without tools (p_err 0.5, p_fmt 1)
+def test_fig4_tool_error_ratio_is_failed_calls_over_calls_among_positives():
+    """Paper Fig. 4: share of failed tool calls among the tool calls of positive trajectories (not a penalty mean)."""
+    # positives: 10 clean users of 2 calls, 4 with 1 failed of 4 calls, 6 without tools; negatives: 12 x 3 of 3 failed
     correct = np.array([True] * 20 + [False] * 12)
-    p_err = np.array([0.0] * 10 + [1.0] * 4 + [0.5] * 6 + [0.5] * 12)
+    calls = np.array([2] * 10 + [4] * 4 + [0] * 6 + [3] * 12)
+    errors = np.array([0] * 10 + [1] * 4 + [0] * 6 + [3] * 12)
+    p_err = np.where(calls > 0, errors / np.maximum(calls, 1), 0.5)
     p_format = np.array([0.0] * 14 + [1.0] * 6 + [0.0] * 12)
-    no_tool = np.array([False] * 14 + [True] * 6 + [False] * 12)
-    kept, m = select_rollouts(
-        ["u"] * 32, correct, p_err + p_format, RoCConfig(keep_n=16), p_err=p_err, no_tool=no_tool, p_format=p_format
-    )
-    assert m["roc/pos_tool_error_ratio_before"] == pytest.approx((4 + 3) / 20)
-    assert m["roc/pos_tool_error_ratio_after"] == 0.0
-    assert m["roc/pos_no_tool_ratio_before"] == pytest.approx(6 / 20) and m["roc/pos_no_tool_ratio_after"] == 0.0
+    stats = {"tool_calls": calls, "tool_errors": errors, "p_err": p_err, "p_format": p_format, "no_tool": calls == 0}
+    kept, m = select_rollouts(["u"] * 32, correct, p_err + p_format, RoCConfig(keep_n=16), stats=stats)
+    assert m["roc/pos_tool_error_ratio_before"] == pytest.approx(4 / (20 + 16))  # 4 failed of 36 calls
+    assert m["roc/pos_tool_error_ratio_after"] == 0.0  # the 10 kept positives are the clean ones
+    # the penalty mean keeps its own name: a no-tool positive counts 0.5 there, nothing in the Fig. 4 ratio
+    assert m["roc/pos_p_err_mean_before"] == pytest.approx((4 * 0.25 + 6 * 0.5) / 20)
+    assert m["roc/pos_no_tool_share_before"] == pytest.approx(6 / 20) and m["roc/pos_no_tool_share_after"] == 0.0
     assert m["roc/pos_format_penalty_mean_after"] == 0.0
     assert m["roc/pos_penalty_mean_before"] > m["roc/pos_penalty_mean_after"] == 0.0
     assert m["roc/kept_pos"] == 10 and m["roc/kept_neg"] == 6
+
+
+def test_fig4_ratio_is_absent_without_tool_calls_or_positives():
+    correct = np.array([True] * 4 + [False] * 4)
+    stats = {"tool_calls": [0] * 4 + [2] * 4, "tool_errors": [0] * 4 + [1] * 4}
+    _, m = select_rollouts(["u"] * 8, correct, np.zeros(8), RoCConfig(keep_n=4, min_pos=1, min_neg=1), stats=stats)
+    assert "roc/pos_tool_error_ratio_before" not in m and "roc/pos_tool_error_ratio_after" not in m
+    _, m = select_rollouts(["u"] * 8, [False] * 8, np.zeros(8), RoCConfig(keep_n=4), stats=stats)
+    assert "roc/pos_tool_error_ratio_before" not in m and "roc/pos_penalty_mean_before" not in m
 
 
 def test_determinism_and_seed_dependence_only_in_sampling_modes():

@@ -21,9 +21,10 @@ def configs(draw):
     keep_n = draw(st.integers(1, 20))
     min_pos = draw(st.integers(-1, keep_n))
     min_neg = draw(st.integers(-1, keep_n - max(min_pos, 0)))
-    positive_mode = draw(st.sampled_from(["topk", "inverse_penalty"]))
+    positive_mode = draw(st.sampled_from(["topk", "inverse_penalty", "uniform"]))
     return RoCConfig(
         keep_n=keep_n,
+        rule=draw(st.sampled_from(["roc", "roc", "pods", "uniform"])),
         min_pos=min_pos,
         min_neg=min_neg,
         positive_mode=positive_mode,
@@ -112,7 +113,7 @@ def test_selection_invariants(batch, cfg, seed):
         if n_kept == 0 and expected:
             aligned_away += expected
             continue
-        if size > n:
+        if size > n and cfg.rule == "roc":
             # floors keep a minority when available
             if cfg.min_pos >= 0:
                 assert k_pos >= min(cfg.min_pos, n_pos)

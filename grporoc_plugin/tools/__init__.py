@@ -19,10 +19,12 @@ INT_COUNTERS: tuple[str, ...] = (
     *(f"tool_errors_{kind}" for kind in ERROR_KINDS),
     "assistant_turns",
     "dropped_tool_calls",
+    "answer_tags",
+    "void_turns",
 )
 
 #: Boolean counters (False by default).
-BOOL_COUNTERS: tuple[str, ...] = ("truncated",)
+BOOL_COUNTERS: tuple[str, ...] = ("truncated", "answer_tags_balanced")
 
 
 def init_counters(extra_fields: dict[str, Any]) -> dict[str, Any]:
@@ -44,4 +46,25 @@ def record_tool_call(extra_fields: dict[str, Any], error_kind: str | None) -> No
         extra_fields[f"tool_errors_{error_kind}"] += 1
 
 
-__all__ = ["BOOL_COUNTERS", "ERROR_KINDS", "INT_COUNTERS", "ErrorKind", "init_counters", "record_tool_call"]
+def model_spans(response_mask: list[int]) -> list[list[int]]:
+    """``[start, end)`` index ranges of the model-generated tokens (``response_mask == 1``) of a response."""
+    spans: list[list[int]] = []
+    start = None
+    for i, m in enumerate([*response_mask, 0]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            spans.append([start, i])
+            start = None
+    return spans
+
+
+__all__ = [
+    "BOOL_COUNTERS",
+    "ERROR_KINDS",
+    "INT_COUNTERS",
+    "ErrorKind",
+    "init_counters",
+    "model_spans",
+    "record_tool_call",
+]

@@ -10,11 +10,17 @@ hooks are wrapped:
   ``tool_errors_infra``: our code tool turns every model mistake into a response and never raises).
 * ``_handle_generating_state``: ``assistant_turns``, ``truncated`` (response budget hit), ``dropped_tool_calls``
   (calls beyond ``max_parallel_calls`` and unclosed ``<tool_call>`` tags).
+  Each turn's own tokens are decoded once to count ``void_turns`` (a turn with neither a tool call nor an answer,
+  SimpleTIR's void turn) and to keep the model's text for the answer-tag count.
 * ``_handle_processing_tools_state``: ``truncated`` when the tool output is dropped because it would overflow the
   response budget.
 
-``run`` initialises every counter (see :mod:`grporoc_plugin.tools`) so all trajectories carry the same keys. The
-counters are not written before the first generation on purpose: verl copies the server's ``extra_fields``
+``run`` initialises every counter (see :mod:`grporoc_plugin.tools`) so all trajectories carry the same keys, counts
+``answer_tags``/``answer_tags_balanced`` on the model-generated text outside tool calls only (tool outputs and code
+cannot add or unbalance tags) and records ``model_spans``: the ``[start, end)`` token ranges of ``response_ids`` the
+model generated (``response_mask == 1``), for consumers that receive no response mask (the streaming reward path).
+With these, the RoC penalties come from the trajectory itself, whatever reward function or reward model scored it.
+The counters are not written before the first generation on purpose: verl copies the server's ``extra_fields``
 (global steps) into an *empty* ``agent_data.extra_fields`` only.
 """
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
@@ -30,7 +37,8 @@ from verl.experimental.agent_loop.tool_agent_loop import AgentData, AgentState, 
 from verl.experimental.agent_loop.tool_parser import FunctionCall
 from verl.tools.schemas import ToolResponse
 
-from grporoc_plugin.tools import init_counters, record_tool_call
+from grporoc_plugin.penalties import count_answer_tags
+from grporoc_plugin.tools import init_counters, model_spans, record_tool_call
 from grporoc_plugin.tools.parser import DECODE_ERROR_PREFIX, malformed_call_error
 
 logger = logging.getLogger(__name__)
@@ -41,6 +49,10 @@ AGENT_LOOP_NAME = "grporoc_tool_agent"
 _COUNTED_METRIC = "grporoc_counted"
 # verl's own error text for an exception raised inside a tool (tool_agent_loop.py `_call_tool`).
 _TOOL_EXCEPTION_PREFIX = "Error executing tool"
+# extra_fields key holding the model's decoded turns until run() folds them into the answer-tag counters.
+_TURN_TEXTS = "_grporoc_turn_texts"
+# A tool call's arguments are code, not an answer: answer tags inside them (even in a string literal) do not count.
+_TOOL_CALL_BLOCK = re.compile(r"<tool_call>.*?(?:</tool_call>|\Z)", re.DOTALL)
 
 
 @register(AGENT_LOOP_NAME)
@@ -49,7 +61,12 @@ class GrpoRocToolAgentLoop(ToolAgentLoop):
 
     async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs) -> AgentLoopOutput:
         output = await super().run(sampling_params, priority=priority, **kwargs)
-        init_counters(output.extra_fields)
+        counters = init_counters(output.extra_fields)
+        turn_texts = counters.pop(_TURN_TEXTS, None) or []
+        closed, balanced = count_answer_tags("\n".join(_TOOL_CALL_BLOCK.sub("\n", text) for text in turn_texts))
+        counters["answer_tags"] = closed
+        counters["answer_tags_balanced"] = balanced
+        counters["model_spans"] = model_spans(output.response_mask)
         return output
 
     async def _handle_generating_state(
@@ -62,6 +79,11 @@ class GrpoRocToolAgentLoop(ToolAgentLoop):
 
         counters = init_counters(agent_data.extra_fields)
         counters["assistant_turns"] = agent_data.assistant_turns
+        turn_text = self.tokenizer.decode(agent_data.response_ids, skip_special_tokens=True)
+        # kept in extra_fields until run() folds it into the answer-tag counters (verl copies that dict to the output)
+        counters.setdefault(_TURN_TEXTS, []).append(turn_text)
+        if not _has_tool_call_or_answer(turn_text):
+            counters["void_turns"] += 1
         if len(agent_data.response_mask) >= self.response_length:
             counters["truncated"] = True
         if state == AgentState.PROCESSING_TOOLS:  # tool_calls were parsed from this turn
@@ -94,6 +116,11 @@ class GrpoRocToolAgentLoop(ToolAgentLoop):
                 kind = "infra"
             record_tool_call(extra_fields, kind)
         return response, reward, metrics
+
+
+def _has_tool_call_or_answer(turn_text: str) -> bool:
+    """A turn that is not void: it attempts a tool call (even a malformed one) or gives an answer."""
+    return "<tool_call>" in turn_text or "\\boxed" in turn_text or count_answer_tags(turn_text)[0] > 0
 
 
 def _is_json(text: str) -> bool:

@@ -14,20 +14,12 @@ import hydra
 import ray
 from omegaconf import open_dict
 
-from grporoc_plugin.config import RoCConfigError, resolve_settings, roc_section, validate_run_config
+from grporoc_plugin import compat
+from grporoc_plugin.adapter import RoCStage
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RoCTaskRunner", "main", "run"]
-
-
-def _v0_task_runner_base():
-    from verl.trainer import main_ppo_v0
-
-    base = main_ppo_v0.TaskRunner.__ray_actor_class__
-    if "RayPPOTrainer" not in base.run.__code__.co_names:  # fail loudly if verl stops resolving it there
-        raise RuntimeError("verl.trainer.main_ppo_v0.TaskRunner.run no longer builds RayPPOTrainer; update grporoc")
-    return base
 
 
 class _RoCTaskRunnerMixin:
@@ -35,29 +27,20 @@ class _RoCTaskRunnerMixin:
         """verl's V0 ``TaskRunner.run`` with :class:`RoCRayPPOTrainer` as the trainer class."""
         from grporoc_plugin.v0.trainer import RoCRayPPOTrainer
 
-        # Ray may ship this class by value (cloudpickle copies base classes and their globals), so call verl's
-        # run() as imported in this actor process and rebind RayPPOTrainer in the globals it resolves at call
-        # time; this actor exists only to run this task, so nothing else sees the rebinding.
-        base_run = _v0_task_runner_base().run
-        base_run.__globals__["RayPPOTrainer"] = RoCRayPPOTrainer
-        return base_run(self, config)
+        return compat.run_v0_with_trainer(self, config, RoCRayPPOTrainer)
 
 
 def _make_task_runner():
-    return ray.remote(type("RoCTaskRunner", (_RoCTaskRunnerMixin, _v0_task_runner_base()), {}))
+    return ray.remote(type("RoCTaskRunner", (_RoCTaskRunnerMixin, compat.v0_task_runner_base()), {}))
 
 
 RoCTaskRunner = None  # built lazily (importing verl's V0 module pulls the trainer stack)
 
 
 def check_config(config) -> None:
-    """Driver-side fail-fast: RoC settings and V0 batch geometry, before Ray starts."""
-    roc = roc_section(config)
-    if roc is None:
-        raise RoCConfigError("grporoc_plugin.v0.main needs algorithm.roc (use --config-name grporoc)")
-    settings = resolve_settings(roc, rollout_n=config.actor_rollout_ref.rollout.n, trainer="v0")
-    for warning in validate_run_config(config, settings, trainer="v0"):
-        logger.warning("grporoc: %s", warning)
+    """Driver-side fail-fast: verl version, RoC settings and V0 batch geometry, before Ray starts."""
+    compat.require_supported_verl("V0 trainer (grporoc_plugin.v0.main)")
+    RoCStage.from_run_config(config, trainer="v0", adapter="grporoc_plugin.v0.main")
 
 
 def run(config) -> None:

@@ -20,107 +20,86 @@ import numpy as np
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
-from grporoc_plugin.config import (
-    REWARD_METRIC,
-    RoCConfigError,
-    RoCSettings,
-    resolve_settings,
-    roc_section,
-    validate_run_config,
-)
+from grporoc_plugin import compat
+from grporoc_plugin.adapter import PENALTY_COUNTERS, STAT_COUNTERS, RoCStage, Sessions
+from grporoc_plugin.config import RoCConfigError
+from grporoc_plugin.penalties import ERROR_KINDS
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
 
-__all__ = ["RoCRayPPOTrainer", "select_dataproto_inplace"]
+__all__ = ["RoCRayPPOTrainer", "read_sessions", "select_dataproto_inplace"]
+
+ADAPTER = "V0 trainer (RoCRayPPOTrainer)"
 
 
-def _column(batch: DataProto, name: str) -> np.ndarray | None:
-    values = batch.non_tensor_batch.get(name, None)
-    if values is None:
-        return None
-    out = np.full(len(values), np.nan)
-    for i, v in enumerate(values):
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            pass
-    return out
+def _rows_of(batch: DataProto, keys: set[str]) -> list[dict]:
+    """Per-row dicts of the non-tensor columns in ``keys`` (the agent loop's counters are flattened columns in V0)."""
+    present = [k for k in keys if k in batch.non_tensor_batch]
+    columns = {k: batch.non_tensor_batch[k] for k in present}
+    return [{k: columns[k][i] for k in present} for i in range(len(batch))]
 
 
-def select_dataproto_inplace(
-    batch: DataProto,
-    settings: RoCSettings,
-    *,
-    step: int,
-    world_size: int = 1,
-    reward_manager: str | None = None,
-) -> dict[str, float]:
-    """Keep the RoC selection of ``batch`` (whole uid groups stay contiguous in rollout order); return metrics."""
-    n = len(batch)
-    if settings.correct_key == REWARD_METRIC:
+def read_sessions(batch: DataProto, stage: RoCStage) -> Sessions:
+    """One session per row: uid, correctness, counters and reward info from the flattened non-tensor columns."""
+    key = stage.settings.correct_key
+    if stage.reads_reward:
         if "rm_scores" not in batch.batch.keys():
             raise RoCConfigError(
                 "algorithm.roc.correct_key=reward needs rm_scores at _balance_batch (streaming reward)"
             )
-        correct = batch.batch["rm_scores"].sum(-1).float().cpu().numpy()
+        correct = batch.batch["rm_scores"].sum(-1).float().cpu().numpy().astype(np.float64)
     else:
-        correct = _column(batch, settings.correct_key)
-        if correct is None:
-            raise RoCConfigError(
-                f"GRPO-RoC classifies trajectories on reward_extra_info[{settings.correct_key!r}] "
-                f"(algorithm.roc.correct_key), but the reward manager (reward.reward_manager.name="
-                f"{reward_manager or '?'}) did not report it (non_tensor_batch keys: {sorted(batch.non_tensor_batch)})"
-            )
-    kept, metrics = settings.select(
-        list(batch.non_tensor_batch["uid"]),
-        correct,
-        p_err=_column(batch, "p_err"),
-        p_format=_column(batch, "p_format"),
-        tool_calls=_column(batch, "tool_calls"),
-        step=step,
-        world_size=world_size,
+        if key not in batch.non_tensor_batch:
+            raise stage.missing_correctness_error(["row 0"], len(batch), list(batch.non_tensor_batch))
+        correct = np.array([_to_float(v) for v in batch.non_tensor_batch[key]], dtype=np.float64)
+    counter_keys = {*PENALTY_COUNTERS, *(f"tool_errors_{k}" for k in ERROR_KINDS), *STAT_COUNTERS}
+    response_len = None
+    if "responses" in batch.batch.keys() and "attention_mask" in batch.batch.keys():
+        width = batch.batch["responses"].shape[-1]  # verl's response_length: attention over the response columns
+        response_len = batch.batch["attention_mask"][:, -width:].sum(-1).float().cpu().numpy().astype(np.float64)
+    return Sessions(
+        group_ids=list(batch.non_tensor_batch["uid"]),
+        correct_values=correct,
+        counters=_rows_of(batch, counter_keys),
+        reward_info=_rows_of(batch, {"p_err", "p_format", "tool_calls"}),
+        response_len=response_len,
     )
+
+
+def _to_float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def select_dataproto_inplace(batch: DataProto, stage: RoCStage, *, step: int, world_size: int = 1) -> dict:
+    """Keep the RoC selection of ``batch`` (whole uid groups, kept rows in rollout order); return metrics."""
+    sessions = read_sessions(batch, stage)
+    selection = stage.select(sessions, step=step, world_size=world_size)
+    kept = selection.kept
     if kept.size == 0:
-        if settings.empty_batch == "error":
-            raise RuntimeError(f"GRPO-RoC rejected every group of step {step} (algorithm.roc.empty_batch=error)")
-        # V0 cannot skip a step either: keep one whole group (zero GRPO advantage), aligned to the world size
-        uid0 = batch.non_tensor_batch["uid"][0]
-        rows = np.flatnonzero(batch.non_tensor_batch["uid"] == uid0)[: settings.keep_n]
-        kept = rows[: max(world_size, len(rows) - len(rows) % world_size)] if len(rows) >= world_size else rows
-        metrics["roc/empty_batch_kept_one"] = 1.0
-        logger.warning("grporoc: every group rejected at step %d; one zero-advantage group", step)
-    if kept.size != n:
+        stage.on_empty_batch(step=step, refills_done=0, can_refill=False)
+        kept = stage.keep_one(sessions.group_ids, world_size=world_size)
+        selection.metrics["roc/empty_batch_kept_one"] = 1.0
+    if kept.size != len(batch):
         selected = batch.select_idxs(kept)
         batch.batch, batch.non_tensor_batch = selected.batch, selected.non_tensor_batch
-    return metrics
+    return selection.metrics
 
 
 class RoCRayPPOTrainer(RayPPOTrainer):
     """verl's V0 ``RayPPOTrainer`` with GRPO-RoC selection at the start of ``_balance_batch``."""
 
     def __init__(self, config, *args, **kwargs):
-        roc = roc_section(config)
-        if roc is None:
-            raise RoCConfigError("RoCRayPPOTrainer needs algorithm.roc settings")
-        self.roc_settings: RoCSettings = resolve_settings(
-            roc, rollout_n=config.actor_rollout_ref.rollout.n, trainer="v0"
-        )
-        for warning in validate_run_config(config, self.roc_settings, trainer="v0"):
-            logger.warning("grporoc: %s", warning)
+        compat.require_supported_verl(ADAPTER)
+        self.roc_stage = RoCStage.from_run_config(config, trainer="v0", adapter=ADAPTER)
         super().__init__(config, *args, **kwargs)
 
     def _balance_batch(self, batch: DataProto, metrics, logging_prefix="global_seqlen", keep_minibatch=False):
         """Select in place (whole groups, no padding rows), then verl's sequence-length balancing."""
-        if self.roc_settings.enable and len(batch):
+        if len(batch):
             dp = self._get_dp_size(self.actor_rollout_wg, "actor")
-            metrics.update(
-                select_dataproto_inplace(
-                    batch,
-                    self.roc_settings,
-                    step=self.global_steps,
-                    world_size=dp,
-                    reward_manager=str(self.config.reward.reward_manager.get("name", None)),
-                )
-            )
+            metrics.update(select_dataproto_inplace(batch, self.roc_stage, step=self.global_steps, world_size=dp))
         return super()._balance_batch(batch, metrics, logging_prefix=logging_prefix, keep_minibatch=keep_minibatch)

@@ -18,12 +18,16 @@ import torch
 from tensordict import TensorDict
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
 
-from grporoc_plugin.config import RoCConfigError, RoCSettings, resolve_settings, roc_section, validate_run_config
+from grporoc_plugin import compat
+from grporoc_plugin.adapter import RoCStage
+from grporoc_plugin.config import RoCConfigError
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
 
 __all__ = ["RoCAgentLoopManagerTQ", "add_rollout_n"]
+
+ADAPTER = "oversampling manager (RoCAgentLoopManagerTQ)"
 
 
 def _is_validation(prompts: TensorDict) -> bool:
@@ -38,9 +42,9 @@ def _is_validation(prompts: TensorDict) -> bool:
 
 def add_rollout_n(prompts: TensorDict, n: int) -> TensorDict:
     """Set ``__rollout_n__ = n`` for every train prompt (validation batches unchanged); returns ``prompts``."""
-    if _is_validation(prompts) or "__rollout_n__" in prompts.keys():
+    if _is_validation(prompts) or compat.ROLLOUT_N_FIELD in prompts.keys():
         return prompts  # a dataset-provided per-prompt n wins
-    prompts.set("__rollout_n__", torch.full((prompts.batch_size[0],), int(n), dtype=torch.int64))
+    prompts.set(compat.ROLLOUT_N_FIELD, torch.full((prompts.batch_size[0],), int(n), dtype=torch.int64))
     return prompts
 
 
@@ -48,14 +52,8 @@ class RoCAgentLoopManagerTQ(AgentLoopManagerTQ):
     """``AgentLoopManagerTQ`` that oversamples train prompts to ``algorithm.roc.oversample_n`` sessions."""
 
     def __init__(self, config, *args, **kwargs):
-        roc = roc_section(config)
-        if roc is None:
-            raise RoCConfigError(
-                "RoCAgentLoopManagerTQ needs algorithm.roc (plugin config grporoc.yaml, or +algorithm.roc.* overrides)"
-            )
-        self.roc_settings: RoCSettings = resolve_settings(roc, rollout_n=config.actor_rollout_ref.rollout.n)
-        for warning in validate_run_config(config, self.roc_settings, trainer="v1"):
-            logger.warning("grporoc: %s", warning)
+        compat.require_supported_verl(ADAPTER)
+        self.roc_settings = RoCStage.from_run_config(config, trainer="v1", adapter=ADAPTER).settings
         custom = config.trainer.v1.sampler.get("custom_sampler", None) or {}
         mode = config.trainer.v1.get("trainer_mode", "sync")
         if mode == "sync" and str(custom.get("name", "")) != "RoCReplayBuffer":

@@ -39,8 +39,10 @@ def put_group():
 def write_group(tq, uid: str, sessions: list[dict], *, partition: str = "train", step: int = 1) -> list[str]:
     """Write one finished prompt group the way ``AgentLoopWorkerTQ`` does: prompt tag + ``{uid}_{s}_{i}`` rows.
 
-    ``sessions[s]`` has ``acc`` and optional ``p_err``, ``p_format``, ``tool_calls``, ``outputs`` (outputs per
-    session, default 1; the reward extra info is copied to every output as verl does). Returns the written keys.
+    ``sessions[s]`` has ``acc`` and optional ``score``, ``outputs`` (outputs per session, default 1; the reward extra
+    info is copied to every output as verl does), ``calls``/``errors`` (the ``grporoc_tool_agent`` counters written
+    into ``extra_fields``: that many tool calls, that many failed, one closed answer tag) and ``p_err``/``p_format``/
+    ``tool_calls`` (reported by the reward instead, the fallback penalty source). Returns the written keys.
     """
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
@@ -48,6 +50,7 @@ def write_group(tq, uid: str, sessions: list[dict], *, partition: str = "train",
     keys, fields, tags = [], [], []
     for s, spec in enumerate(sessions):
         info = {k: spec[k] for k in ("acc", "score", "p_err", "p_format", "tool_calls") if k in spec}
+        counters = agent_counters(spec["calls"], spec.get("errors", 0)) if "calls" in spec else {}
         for i in range(spec.get("outputs", 1)):
             resp = torch.arange(3 + s, dtype=torch.int64)
             rm = torch.zeros(resp.numel())
@@ -58,7 +61,12 @@ def write_group(tq, uid: str, sessions: list[dict], *, partition: str = "train",
                     "responses": resp,
                     "response_mask": torch.ones_like(resp),
                     "rm_scores": rm,
-                    "extra_fields": {"reward_extra_info": dict(info), "turn_scores": [], "tool_rewards": []},
+                    "extra_fields": {
+                        **counters,
+                        "reward_extra_info": dict(info),
+                        "turn_scores": [],
+                        "tool_rewards": [],
+                    },
                     "uid": uid,
                     "session_id": s,
                 }
@@ -75,3 +83,21 @@ def write_group(tq, uid: str, sessions: list[dict], *, partition: str = "train",
             )
     tq.kv_batch_put(keys=keys, partition_id=partition, fields=list_of_dict_to_tensordict(fields), tags=tags)
     return keys
+
+
+def agent_counters(calls: int, errors: int = 0) -> dict:
+    """``grporoc_tool_agent``'s counters of a trajectory with ``calls`` tool calls (``errors`` failed by execution),
+    one assistant turn per call plus the answer turn, and one closed answer tag."""
+    return {
+        "tool_calls": calls,
+        "tool_errors_parse": 0,
+        "tool_errors_exec": errors,
+        "tool_errors_timeout": 0,
+        "tool_errors_infra": 0,
+        "assistant_turns": calls + 1,
+        "dropped_tool_calls": 0,
+        "answer_tags": 1,
+        "void_turns": 0,
+        "answer_tags_balanced": True,
+        "truncated": False,
+    }

@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf, open_dict
 
 import grporoc_plugin
+from grporoc_plugin.adapter import RoCStage, Sessions
 from grporoc_plugin.config import RoCConfigError, resolve_settings, validate_run_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
@@ -62,9 +64,14 @@ def test_yaml_composes_through_main_ppo_cfg_job():
     assert cfg.actor_rollout_ref.actor.clip_ratio_high == 0.28
 
 
-def test_sampler_kwargs_interpolate_algorithm_roc():
+def test_sampler_reads_algorithm_roc_of_the_trainer_config():
+    """One config source: the sampler takes algorithm.roc from the trainer's config, not from a copy of it."""
+    import grporoc_plugin.register  # noqa: F401
+
     cfg = compose(*SMALL, "algorithm.roc.seed=7")
-    assert OmegaConf.to_container(cfg.trainer.v1.sampler.sampler_kwargs.roc, resolve=True)["seed"] == 7
+    assert "roc" not in (cfg.trainer.v1.sampler.get("sampler_kwargs") or {})
+    OmegaConf.resolve(cfg)
+    assert _trainer_for_replay_buffer(cfg)._build_replay_buffer().settings.seed == 7
 
 
 def test_defaults_and_group_sizes():
@@ -85,7 +92,7 @@ def test_defaults_and_group_sizes():
         ({"keep_n": 2}, 4, "v1", "algorithm.roc.keep_n"),
         ({"oversample_n": 16}, 8, "v0", "algorithm.roc.oversample_n"),
         ({"min_pos": 5, "min_neg": 1}, 4, "v1", "min_pos"),
-        ({"min_pos": 3, "min_neg": 3}, 4, "v1", "floors"),
+        ({"min_pos": 3, "min_neg": 3}, 4, "v1", "algorithm.roc.min_neg must be <= keep_n"),
         ({"empty_batch": "skip"}, 4, "v1", "algorithm.roc.empty_batch"),
         ({"correct_threshold": "x"}, 4, "v1", "algorithm.roc.correct_threshold"),
         ({"positive_mode": "best", "min_pos": 1, "min_neg": 1}, 4, "v1", "positive_mode"),
@@ -150,7 +157,7 @@ def test_verl_builds_the_sampler_and_wires_dapo_filter_groups():
     buffer = _trainer_for_replay_buffer(cfg)._build_replay_buffer()
     assert isinstance(buffer, RoCReplayBuffer)
     assert (buffer.filter_groups_metric, buffer.gen_batch_size, buffer.train_batch_size) == ("acc", 1, 4)
-    assert buffer.settings.keep_n == 4 and buffer.reward_manager_name == "naive"
+    assert buffer.settings.keep_n == 4 and buffer.stage.reward_manager == "naive"
 
     plain = compose(*SMALL)
     OmegaConf.resolve(plain)
@@ -196,14 +203,42 @@ def test_grporoc_sync_trainer_registers_lazily():
     assert out.stdout.strip().endswith("RoCTrainerSync")
 
 
+def test_bad_roc_setting_fails_in_the_driver_before_ray_starts(tmp_path):
+    """grporoc.yaml's Hydra callback checks algorithm.roc before main_ppo starts Ray (issue 10.3)."""
+    from grporoc_plugin.demo.run import PLUGIN_CONFIG_DIR
+
+    cmd = [sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={PLUGIN_CONFIG_DIR}", "--config-name=grporoc",
+           "algorithm.roc.min_pos=99", f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "grporoc: invalid configuration: algorithm.roc.min_pos must be <= keep_n (16), got 99" in out.stderr
+    assert "Ray" not in out.stdout + out.stderr.replace("ray actor", "")  # no ray.init, no Ray cluster started
+
+
+def test_importing_the_sampler_first_still_registers_grporoc_sync():
+    """Issue 7.6: sampler -> verl's V1 package -> the plugin's import hook -> v1/trainer.py must not need the
+    half-loaded sampler module (it once did, so grporoc_sync was never registered: a warning only)."""
+    code = (
+        "import grporoc_plugin.v1.sampler;"
+        "from verl.trainer.ppo.v1 import get_trainer_cls; print(get_trainer_cls('grporoc_sync').__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("RoCTrainerSync")
+    assert "could not register trainer mode" not in out.stderr
+
+
 def test_disabled_roc_keeps_everything_and_reports_what_it_would_do():
     groups = ["a"] * 8 + ["b"] * 8
     correct = [1, 1, 0, 0, 0, 0, 0, 0] + [1] * 8
-    on = resolve_settings({"min_pos": 1, "min_neg": 1}, rollout_n=4, trainer="v1")
-    off = resolve_settings({"enable": False, "min_pos": 1, "min_neg": 1}, rollout_n=4, trainer="v1")
+    on = RoCStage(resolve_settings({"min_pos": 1, "min_neg": 1}, rollout_n=4, trainer="v1"))
+    off = RoCStage(resolve_settings({"enable": False, "min_pos": 1, "min_neg": 1}, rollout_n=4, trainer="v1"))
 
-    kept_on, m_on = on.select(groups, correct)
-    kept_off, m_off = off.select(groups, correct)
+    def sessions():
+        return Sessions(groups, np.array(correct, dtype=float), [{}] * 16)
+
+    kept_on, m_on = on.select(sessions(), step=0)
+    kept_off, m_off = off.select(sessions(), step=0)
 
     assert len(kept_on) == 4 and list(kept_off) == list(range(16))
     assert m_off["roc/rows_kept"] == 16 and m_off["roc/rows_dropped"] == 0

@@ -34,13 +34,15 @@ def make_batch(acc: list[list[float]], p_err: list[list[float]] | None = None):
     )
 
 
-def v0_trainer(dp: int, **roc):
+def v0_trainer(dp: int, rollout_n: int = 8, **roc):
     """RoCRayPPOTrainer carrying only what ``_balance_batch`` reads (its worker group's DP layout)."""
+    from grporoc_plugin.adapter import RoCStage
     from grporoc_plugin.v0.trainer import RoCRayPPOTrainer
 
     trainer = RoCRayPPOTrainer.__new__(RoCRayPPOTrainer)
     trainer.config = OmegaConf.create({"reward": {"reward_manager": {"name": "grporoc"}}})
-    trainer.roc_settings = resolve_settings({"min_pos": 1, "min_neg": 1, **roc}, rollout_n=8, trainer="v0")
+    settings = resolve_settings({"min_pos": 1, "min_neg": 1, **roc}, rollout_n=rollout_n, trainer="v0")
+    trainer.roc_stage = RoCStage(settings, reward_manager="grporoc")
     trainer.actor_rollout_wg = SimpleNamespace(_dispatch_info={"actor": list(range(dp))})
     trainer.global_steps = 1
     return trainer
@@ -75,6 +77,12 @@ def test_v0_empty_batch_and_missing_acc():
     v0_trainer(dp=2, empty_batch="keep_one")._balance_batch(batch, metrics)
     assert len(batch) == 4 and set(batch.non_tensor_batch["uid"]) == {"u0"}
     assert metrics["roc/empty_batch_kept_one"] == 1.0
+
+    # keep_one must respect the data-parallel size too (V0 has no padding rows): G=2 with dp=4 keeps 4 rows
+    batch = make_batch([[1] * 4, [0] * 4])
+    metrics = {}
+    v0_trainer(dp=4, rollout_n=4, empty_batch="keep_one")._balance_batch(batch, metrics)
+    assert len(batch) == 4 and metrics["roc/empty_batch_kept_one"] == 1.0
 
     bad = make_batch([[1, 0] * 4])
     bad.non_tensor_batch.pop("acc")

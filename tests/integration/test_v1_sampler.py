@@ -29,17 +29,18 @@ def stored_keys(tq, partition="train") -> set[str]:
 
 def test_train_selection_whole_sessions_and_cleared_keys(transfer_queue, put_group):
     tq = transfer_queue
-    # g1: 4 correct (p_err 1, 0, .5, 0) + 4 wrong -> keeps the two clean positives and the first two negatives
+    # g1: 4 correct (2 of 2 calls failed, 0, 1 of 2, 0: p_err 1, 0, .5, 0) + 4 wrong -> keeps the two clean positives
+    # and the first two negatives. Penalties come from the agent loop's counters in extra_fields, not from the reward.
     g1 = [
-        {"acc": a, "p_err": p, "tool_calls": 1}
-        for a, p in zip([1, 1, 1, 1, 0, 0, 0, 0], [1, 0, 0.5, 0, 0, 0, 0, 0], strict=True)
+        {"acc": a, "calls": 2, "errors": e}
+        for a, e in zip([1, 1, 1, 1, 0, 0, 0, 0], [2, 0, 1, 0, 0, 0, 0, 0], strict=True)
     ]
     # g2: all correct -> rejected (zero advantage)
-    g2 = [{"acc": 1.0, "p_err": 0.0, "tool_calls": 1}] * 8
+    g2 = [{"acc": 1.0, "calls": 1}] * 8
     # g3: multi-output sessions (2 outputs each): 2 correct, 6 wrong; the no-tool positive has the higher penalty
     g3 = [
-        {"acc": a, "outputs": 2, "p_err": p, "tool_calls": t}
-        for a, p, t in zip([0, 1, 0, 0, 1, 0, 0, 0], [0, 0.5, 0, 0, 0, 0, 0, 0], [1, 0, 1, 1, 1, 1, 1, 1], strict=True)
+        {"acc": a, "outputs": 2, "calls": t}
+        for a, t in zip([0, 1, 0, 0, 1, 0, 0, 0], [1, 0, 1, 1, 1, 1, 1, 1], strict=True)
     ]
     written = set(put_group(tq, "g1", g1) + put_group(tq, "g2", g2) + put_group(tq, "g3", g3))
 
@@ -59,11 +60,18 @@ def test_train_selection_whole_sessions_and_cleared_keys(transfer_queue, put_gro
     remaining = stored_keys(tq)
     assert kept <= remaining
     assert not (written - kept) & remaining
-    # metrics: counts and the paper's Fig. 4 quantity (tool-error ratio among positives before vs after)
+    # metrics: counts and the paper's Fig. 4 quantity (failed calls / calls among positives, before vs after)
     assert metrics["roc/groups_rejected_all_correct"] == 1
     assert metrics["roc/trajectory_rows_before"] == 32 and metrics["roc/trajectory_rows_kept"] == len(kept)
-    assert metrics["roc/pos_tool_error_ratio_after"] < metrics["roc/pos_tool_error_ratio_before"]
-    assert metrics["roc/pos_no_tool_ratio_before"] > 0 and metrics["roc/pos_no_tool_ratio_after"] == 0
+    assert metrics["roc/pos_tool_error_ratio_before"] == pytest.approx(3 / (8 + 8 + 1))
+    assert metrics["roc/pos_tool_error_ratio_after"] == 0.0
+    assert metrics["roc/pos_no_tool_share_before"] > 0 and metrics["roc/pos_no_tool_share_after"] == 0
+    assert metrics["roc/penalty_available"] == 1.0 and metrics["roc/colocated"] == 0.0
+    # the policy's behaviour before selection, comparable with and without RoC
+    assert metrics["rollout/sessions"] == 24 and metrics["rollout/acc"] == pytest.approx(14 / 24)
+    assert metrics["rollout/pos_tool_error_ratio"] == metrics["roc/pos_tool_error_ratio_before"]
+    assert metrics["rollout/pos_with_error_share"] == pytest.approx(2 / 14)
+    assert metrics["rollout/response_len_all"] > 0 and "rollout/response_len_pos" in metrics
     tq.kv_clear(keys=list(kept), partition_id="train")
 
 
@@ -100,6 +108,24 @@ def test_missing_correct_key_names_reward_manager(transfer_queue, put_group):
     tq.kv_clear(keys=keys, partition_id="train")
 
 
+def test_penalties_fall_back_to_the_reward_then_report_unavailable(transfer_queue, put_group, caplog):
+    """No agent-loop counters: a reward reporting p_err is used; with neither, RoC ranks by 0 and says so loudly."""
+    tq = transfer_queue
+    # the reward reports p_err: the clean positive (p_err 0) wins over the first one
+    put_group(tq, "f1", [{"acc": 1.0, "p_err": 1.0}, {"acc": 1.0, "p_err": 0.0}] + [{"acc": 0.0}] * 6)
+    batch, metrics = make_buffer(min_pos=1, min_neg=2).sample(global_steps=6, partition_id="train", batch_size=1)
+    assert "f1_1_0" in batch.keys and "f1_0_0" not in batch.keys
+    assert metrics["roc/penalty_available"] == pytest.approx(2 / 8)
+    tq.kv_clear(keys=list(batch.keys), partition_id="train")
+    # nothing at all: penalty 0 everywhere, logged as an error once, reported as 0
+    put_group(tq, "f2", [{"acc": 1.0}, {"acc": 0.0}] * 4)
+    with caplog.at_level("ERROR", logger="grporoc_plugin.adapter"):
+        batch, metrics = make_buffer().sample(global_steps=7, partition_id="train", batch_size=1)
+    assert metrics["roc/penalty_available"] == 0.0
+    assert "pos_tool_error_ratio" not in " ".join(metrics)  # no tool counters: no Fig. 4 ratio, never a fake 0
+    tq.kv_clear(keys=list(batch.keys), partition_id="train")
+
+
 def test_reward_metric_classifies_on_scalar_reward(transfer_queue, put_group):
     tq = transfer_queue
     keys = put_group(tq, "r1", [{"score": 1.0}, {"score": 0.0}] * 4)
@@ -115,6 +141,7 @@ def test_grporoc_sync_trainer_selects_in_balance_batch(transfer_queue, put_group
     from omegaconf import OmegaConf
     from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
+    from grporoc_plugin.adapter import RoCStage
     from grporoc_plugin.config import resolve_settings
     from grporoc_plugin.v1.trainer import RoCTrainerSync
 
@@ -133,7 +160,7 @@ def test_grporoc_sync_trainer_selects_in_balance_batch(transfer_queue, put_group
             "trainer": {"critic_warmup": 0},
         }
     )
-    trainer.roc_settings = resolve_settings({"min_pos": 1, "min_neg": 1}, rollout_n=4)
+    trainer.roc_stage = RoCStage(resolve_settings({"min_pos": 1, "min_neg": 1}, rollout_n=4))
     trainer.reward_loop_manager = SimpleNamespace(reward_loop_worker_handles=["streaming"])
     trainer.actor_rollout_wg = SimpleNamespace(_dispatch_info={"actor": [0, 1]})
     trainer.tokenizer = SimpleNamespace(eos_token_id=2)
@@ -153,6 +180,7 @@ def test_first_k_negatives_follow_rollout_index_not_arrival_order(transfer_queue
     """Async rollouts reach TransferQueue in completion order; first_k must still mean the lowest session indices."""
     from transfer_queue import KVBatchMeta
 
+    from grporoc_plugin.adapter import RoCStage
     from grporoc_plugin.config import resolve_settings
     from grporoc_plugin.v1.sampler import select_kv_batch
 
@@ -161,9 +189,9 @@ def test_first_k_negatives_follow_rollout_index_not_arrival_order(transfer_queue
     keys = put_group(tq, "a1", [{"acc": 1.0}, {"acc": 1.0}] + [{"acc": 0.0}] * 6)
     arrival = list(reversed(keys))  # the slowest (lowest-index) sessions arrive last
     batch = KVBatchMeta(partition_id="train", keys=arrival, tags=[{"status": "success"}] * len(arrival))
-    settings = resolve_settings({**ROC, "negative_mode": "first_k"}, rollout_n=4, trainer="v1")
+    stage = RoCStage(resolve_settings({**ROC, "negative_mode": "first_k"}, rollout_n=4, trainer="v1"))
 
-    kept, dropped, _ = select_kv_batch(batch, settings, step=1)
+    kept, dropped, _ = select_kv_batch(batch, stage, step=1)
 
     assert {k for k in kept.keys if k not in ("a1_0_0", "a1_1_0")} == {"a1_2_0", "a1_3_0", "a1_4_0"}
     assert set(kept.keys) | set(dropped) == set(keys)

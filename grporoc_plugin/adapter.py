@@ -1,0 +1,328 @@
+"""The one layer between verl's trainers and the selection engine, shared by every trainer adapter.
+
+The V1 sampler (:mod:`grporoc_plugin.v1.sampler`), the ``grporoc_sync`` trainer (:mod:`grporoc_plugin.v1.trainer`), the
+V0 trainer (:mod:`grporoc_plugin.v0.trainer`) and the oversampling manager (:mod:`grporoc_plugin.v1.manager`) each
+only map their storage (TransferQueue keys, DataProto rows) to :class:`Sessions` and kept indices back. Everything
+else happens here, once:
+
+1. settings: ``algorithm.roc`` parsed and cross-checked against the run config (:meth:`RoCStage.from_run_config`);
+2. penalties from the trajectory itself: the agent loop's counters (tool calls and errors by kind, assistant turns,
+   answer tags on the model's own text, truncation), whatever produced the score; a reward function that reports
+   ``p_err``/``p_format`` itself is the fallback; where neither exists the penalty is 0, ``roc/penalty_available``
+   says so and an error is logged once, never a silent degradation;
+3. correctness from the configured source (``correct_key``: a reward_extra_info key such as ``acc``, or ``reward``
+   = the scalar reward, e.g. a reward-model score, with ``correct_threshold``);
+4. the selection call, the policy's behaviour before selection (``rollout/*``) and the empty-batch policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from grporoc_plugin.config import (
+    REWARD_METRIC,
+    RoCConfigError,
+    RoCSettings,
+    config_get,
+    resolve_settings,
+    roc_section,
+    validate_run_config,
+)
+from grporoc_plugin.penalties import ERROR_KINDS, PenaltyConfig, combine_penalties, structured_penalties
+from grporoc_plugin.roc import select_rollouts
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
+
+__all__ = ["RoCStage", "Sessions", "TrajectoryStats", "behaviour_metrics", "trajectory_stats"]
+
+#: Agent-loop counters (``grporoc_tool_agent``) a penalty is computed from; see docs/CONTRACTS.md.
+PENALTY_COUNTERS = ("tool_calls", "assistant_turns", "answer_tags", "answer_tags_balanced")
+#: Other agent-loop counters the behaviour metrics read.
+STAT_COUNTERS = ("truncated", "void_turns", "dropped_tool_calls")
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.log(level, message, *args)
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """One selection step's input, one entry per session (trajectory) in rollout order."""
+
+    group_ids: Sequence[Hashable]
+    """Group (uid) of each session."""
+    correct_values: np.ndarray
+    """(m,) raw value of the correctness source (``correct_key``); NaN where missing (read as incorrect)."""
+    counters: Sequence[Mapping[str, Any]]
+    """Agent-loop counters per session (``grporoc_tool_agent``'s extra fields); empty mappings where absent."""
+    reward_info: Sequence[Mapping[str, Any]] = ()
+    """reward_extra_info per session (fallback source of ``p_err``/``p_format``); may be empty."""
+    response_len: np.ndarray | None = None
+    """(m,) response tokens (model + tool tokens, as verl's response_length), where the adapter knows them."""
+
+    def __len__(self) -> int:
+        return len(self.group_ids)
+
+
+class TrajectoryStats(NamedTuple):
+    """Per-session statistics the penalty and the metrics use, (m,) arrays."""
+
+    p_err: np.ndarray
+    """Tool-error ratio (0 where unavailable)."""
+    p_format: np.ndarray
+    """Answer-format penalty (0 where unavailable)."""
+    available: np.ndarray
+    """bool: a penalty source existed for the session."""
+    tool_calls: np.ndarray
+    """Tool calls (NaN where unknown)."""
+    tool_errors: np.ndarray
+    """Failed tool calls of the penalised kinds (NaN where unknown)."""
+    void_turns: np.ndarray
+    """Turns with neither a tool call nor an answer (NaN where unknown)."""
+    dropped_tool_calls: np.ndarray
+    """Tool calls that were never run (beyond max_parallel_calls, unclosed tags; NaN where unknown)."""
+    truncated: np.ndarray
+    """The response budget was hit (NaN where unknown)."""
+
+
+def _number(value: Any, default: float = math.nan) -> float:
+    try:
+        number = float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError):
+        return default
+    return number
+
+
+def _column(rows: Sequence[Mapping[str, Any]], key: str, m: int) -> np.ndarray:
+    if not rows:
+        return np.full(m, np.nan)
+    return np.array([_number(row.get(key)) if key in row else np.nan for row in rows], dtype=np.float64)
+
+
+def trajectory_stats(sessions: Sessions, config: PenaltyConfig) -> TrajectoryStats:
+    """Penalties and tool statistics of each session, from its own agent-loop counters (else its reward info)."""
+    m = len(sessions)
+    counters, info = sessions.counters, sessions.reward_info
+    calls = _column(counters, "tool_calls", m)
+    errors_by_kind = {kind: _column(counters, f"tool_errors_{kind}", m) for kind in ERROR_KINDS}
+    from_counters = np.ones(m, dtype=bool)
+    for key in PENALTY_COUNTERS:
+        from_counters &= np.isfinite(_column(counters, key, m))
+    p_err = np.zeros(m)
+    p_format = np.zeros(m)
+    if from_counters.any():
+        rows = np.flatnonzero(from_counters)
+        err, fmt, _ = structured_penalties(
+            calls[rows],
+            {kind: np.nan_to_num(values[rows]) for kind, values in errors_by_kind.items()},
+            _column(counters, "answer_tags", m)[rows],
+            _column(counters, "answer_tags_balanced", m)[rows],
+            _column(counters, "assistant_turns", m)[rows],
+            config=config,
+            truncated=np.nan_to_num(_column(counters, "truncated", m)[rows]),
+        )
+        p_err[rows], p_format[rows] = err, fmt
+    # fallback: a reward function that reports the penalties itself (a part it does not report counts 0)
+    info_err, info_fmt = _column(info, "p_err", m), _column(info, "p_format", m)
+    from_info = ~from_counters & (np.isfinite(info_err) | np.isfinite(info_fmt))
+    p_err[from_info] = np.nan_to_num(info_err[from_info])
+    p_format[from_info] = np.nan_to_num(info_fmt[from_info])
+    if not np.isfinite(calls).all():
+        calls = np.where(np.isfinite(calls), calls, _column(info, "tool_calls", m))
+    tool_errors = sum(errors_by_kind[kind] for kind in config.error_kinds)
+    return TrajectoryStats(
+        p_err=p_err,
+        p_format=p_format,
+        available=from_counters | from_info,
+        tool_calls=calls,
+        tool_errors=np.where(np.isfinite(calls), tool_errors, np.nan),
+        void_turns=_column(counters, "void_turns", m),
+        dropped_tool_calls=_column(counters, "dropped_tool_calls", m),
+        truncated=_column(counters, "truncated", m),
+    )
+
+
+def _mean(values: np.ndarray, mask: np.ndarray | None = None) -> float | None:
+    values = values if mask is None else values[mask]
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def behaviour_metrics(correct: np.ndarray, stats: TrajectoryStats, response_len: np.ndarray | None) -> dict:
+    """``rollout/*``: what the policy generated this step, over every session *before* selection.
+
+    Comparable across GRPO, random down-sampling and RoC (the behaviour, not the training data): accuracy, the
+    paper's Fig. 4 tool-error ratio among positives (failed calls / calls) and the share of positives with a failed
+    call, response lengths, tool calls per trajectory. Means over an empty set are absent, never 0.
+    """
+    m = correct.size
+    pos = correct
+    known = np.isfinite(stats.tool_calls)
+    metrics: dict[str, float | None] = {"rollout/sessions": float(m), "rollout/acc": _mean(correct.astype(float))}
+    pos_known = pos & known
+    calls_pos = float(np.nansum(stats.tool_calls[pos_known]))
+    metrics["rollout/pos_tool_error_ratio"] = (
+        float(np.nansum(stats.tool_errors[pos_known])) / calls_pos if calls_pos > 0 else None
+    )
+    metrics["rollout/pos_with_error_share"] = _mean((stats.tool_errors > 0).astype(float), pos_known)
+    metrics["rollout/tool_calls_per_traj"] = _mean(stats.tool_calls)
+    metrics["rollout/tool_error_ratio"] = (
+        float(np.nansum(stats.tool_errors[known])) / float(np.nansum(stats.tool_calls[known]))
+        if np.nansum(stats.tool_calls[known]) > 0
+        else None
+    )
+    metrics["rollout/dropped_tool_calls_per_traj"] = _mean(stats.dropped_tool_calls)
+    metrics["rollout/void_turns_per_traj"] = _mean(stats.void_turns)
+    metrics["rollout/truncated_share"] = _mean(stats.truncated)
+    if response_len is not None:
+        metrics["rollout/response_len_all"] = _mean(response_len)
+        metrics["rollout/response_len_pos"] = _mean(response_len, pos)
+    return {key: value for key, value in metrics.items() if value is not None}
+
+
+class Selection(NamedTuple):
+    """Outcome of :meth:`RoCStage.select`."""
+
+    kept: np.ndarray
+    """Sorted int64 session indices to train on (empty when every group was rejected)."""
+    metrics: dict[str, float]
+    """``roc/*`` and ``rollout/*`` metrics."""
+
+
+class RoCStage:
+    """Settings, penalties, selection and the empty-batch policy of one adapter (see the module docstring)."""
+
+    def __init__(self, settings: RoCSettings, *, adapter: str = "grporoc", reward_manager: str | None = None):
+        self.settings = settings
+        self.adapter = adapter
+        self.reward_manager = reward_manager
+        self.penalty_config = settings.penalty_config()
+        self.uses_penalty = self.penalty_config.use_error_ratio or self.penalty_config.use_answer_format
+
+    @classmethod
+    def from_run_config(cls, config: Any, *, trainer: str = "v1", adapter: str) -> RoCStage:
+        """Parse ``algorithm.roc`` of a full trainer config, cross-check the run, log its warnings once."""
+        roc = roc_section(config)
+        if roc is None:
+            raise RoCConfigError(
+                f"{adapter} needs algorithm.roc settings: use the plugin config (--config-name grporoc) or "
+                "+algorithm.roc.enable=true on verl's config"
+            )
+        settings = resolve_settings(roc, rollout_n=config_get(config, "actor_rollout_ref.rollout.n"), trainer=trainer)
+        for warning in validate_run_config(config, settings, trainer=trainer):
+            _warn_once(warning, "grporoc: %s", warning)
+        manager = config_get(config, "reward.reward_manager.name")
+        return cls(settings, adapter=adapter, reward_manager=None if manager is None else str(manager))
+
+    # ------------------------------------------------------------------------------------------ correctness
+
+    def missing_correctness_error(self, missing: Sequence[str], total: int, seen: Sequence[str]) -> RoCConfigError:
+        """The error an adapter raises when the reward did not report ``correct_key`` for some sessions."""
+        key = self.settings.correct_key
+        return RoCConfigError(
+            f"GRPO-RoC classifies trajectories on reward_extra_info[{key!r}] (algorithm.roc.correct_key), but the "
+            f"reward (reward.reward_manager.name={self.reward_manager or '?'}) did not report it for {len(missing)} of "
+            f"{total} sessions, e.g. {missing[0]} (keys seen: {sorted(seen)}). Use reward.reward_manager.name=grporoc, "
+            f"a compute_score returning a dict with that key, or algorithm.roc.correct_key={REWARD_METRIC} to classify "
+            "on the scalar reward (with algorithm.roc.correct_threshold)"
+        )
+
+    @property
+    def reads_reward(self) -> bool:
+        """Correctness is the scalar reward (``rm_scores`` summed) rather than a reward_extra_info key."""
+        return self.settings.correct_key == REWARD_METRIC
+
+    # ------------------------------------------------------------------------------------------ selection
+
+    def select(self, sessions: Sessions, *, step: int, world_size: int = 1) -> Selection:
+        """Run the configured selection on one batch; when ``enable`` is false everything is kept."""
+        s = self.settings
+        m = len(sessions)
+        values = np.asarray(sessions.correct_values, dtype=np.float64).reshape(m)
+        # NaN/inf correctness (a broken verifier) reads as incorrect: a failure is never promoted to a positive
+        correct = np.where(np.isfinite(values), values, -np.inf) > s.correct_threshold
+        stats = trajectory_stats(sessions, self.penalty_config)
+        penalty = combine_penalties(stats.p_err, stats.p_format, self.penalty_config)
+        available = float(stats.available.mean()) if m else 1.0
+        if self.uses_penalty and available < 1.0:
+            _warn_once(
+                "penalty_unavailable",
+                "grporoc: RoC penalties are unavailable for %.0f%% of the sessions (no grporoc_tool_agent counters and "
+                "no p_err/p_format from the reward): they rank as penalty 0, so RoC keeps positives without regard to "
+                "tool errors. Use actor_rollout_ref.rollout.agent.default_agent_loop=grporoc_tool_agent. Reported as "
+                "roc/penalty_available < 1.",
+                100 * (1 - available),
+                level=logging.ERROR,
+            )
+        known = np.isfinite(stats.tool_calls)
+        engine_stats = {
+            "p_err": stats.p_err,
+            "p_format": stats.p_format,
+            "void_turns": np.nan_to_num(stats.void_turns),
+        }
+        if known.all():
+            engine_stats.update(
+                tool_calls=stats.tool_calls, tool_errors=stats.tool_errors, no_tool=stats.tool_calls <= 0
+            )
+        kept, metrics = select_rollouts(
+            sessions.group_ids,
+            correct,
+            penalty,
+            config=s.roc_config(world_size=world_size),
+            seed=s.seed * 1_000_003 + int(step),  # from the seed and the step only: a resumed run selects the same
+            scores=values if s.selection.get("rule") == "pods" else None,
+            stats=engine_stats,
+        )
+        if not s.enable:
+            # Everything is trained on; what RoC would have done stays visible under roc/if_enabled/*.
+            kept = np.arange(m, dtype=np.int64)
+            metrics = {key.replace("roc/", "roc/if_enabled/", 1): value for key, value in metrics.items()}
+            metrics.update({"roc/rows_before": float(m), "roc/rows_kept": float(m), "roc/rows_dropped": 0.0})
+        metrics["roc/enabled"] = float(s.enable)
+        metrics["roc/penalty_available"] = available
+        metrics.update(behaviour_metrics(correct, stats, sessions.response_len))
+        return Selection(kept, metrics)
+
+    # ------------------------------------------------------------------------------------------ empty batch
+
+    def on_empty_batch(self, *, step: int, refills_done: int, can_refill: bool) -> str:
+        """What to do when every group was rejected: ``"refill"`` or ``"keep_one"``; raises for ``error``."""
+        policy = self.settings.empty_batch
+        if policy == "error":
+            raise RuntimeError(
+                f"GRPO-RoC rejected every group of step {step} (algorithm.roc.empty_batch=error); use "
+                "empty_batch=refill/keep_one, or algorithm.filter_groups (DAPO) to refill mixed groups"
+            )
+        if policy == "refill" and can_refill and refills_done < self.settings.max_refills:
+            return "refill"
+        logger.warning("grporoc: every group rejected at step %d; training on one zero-advantage group", step)
+        return "keep_one"
+
+    def keep_one(self, group_ids: Sequence[Hashable], world_size: int = 1) -> np.ndarray:
+        """Fallback for an all-rejected batch (``group_ids`` per session, rollout order): the first group's first
+        ``keep_n`` sessions (zero GRPO advantage, like a skipped step: verl's loops cannot skip one), topped up with
+        the next groups' sessions to a multiple of ``world_size`` (V0 has no padding rows). Every group of an
+        all-rejected batch has equal outcomes, so every advantage is 0 whichever sessions are kept."""
+        m = len(group_ids)
+        if m < world_size:
+            raise RuntimeError(
+                f"GRPO-RoC rejected every group and the batch has {m} sessions, fewer than the data-parallel size "
+                f"{world_size}: no zero-advantage batch can be formed"
+            )
+        first: dict[Hashable, int] = {}
+        for i, g in enumerate(group_ids):
+            first.setdefault(g, i)
+        order = sorted(range(m), key=lambda i: (first[group_ids[i]], i))
+        want = min(m - m % world_size, -(-self.settings.keep_n // world_size) * world_size)
+        return np.sort(np.asarray(order[:want], dtype=np.int64))
