@@ -29,7 +29,6 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 import gc  # noqa: E402
-import re  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
@@ -38,6 +37,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.synthetic import SyntheticBatch, make_batch  # noqa: E402
 from grporoc_plugin.penalties import PenaltyConfig, combine_penalties, structured_penalties, text_penalties  # noqa: E402
+from grporoc_plugin.reference import release_down_sample, release_error_ratio, release_format  # noqa: E402
 from grporoc_plugin.roc import RoCConfig, select_rollouts  # noqa: E402
 
 RELEASE_PENALTY = PenaltyConfig(error_kinds=("exec",), turn_count="compat")  # what the release's substrings see
@@ -60,129 +60,34 @@ def run_structured(b: SyntheticBatch, pcfg: PenaltyConfig, rcfg: RoCConfig) -> t
         pcfg,
         truncated=b.truncated,
     )
-    kept, _ = select_rollouts(
-        b.group_ids, b.correct, p_total, config=rcfg, seed=0, no_tool=b.tool_calls == 0, p_err=p_err, p_format=p_format
-    )
+    stats = {"tool_calls": b.tool_calls, "tool_errors": b.errors_by_kind["exec"], "p_err": p_err, "p_format": p_format}
+    kept, _ = select_rollouts(b.group_ids, b.correct, p_total, config=rcfg, seed=0, stats=stats)
     return kept, p_total
 
 
 def run_text(b: SyntheticBatch, rcfg: RoCConfig) -> tuple[np.ndarray, np.ndarray]:
     p_err, p_format = text_penalties(b.texts)
     p_total = combine_penalties(p_err, p_format, RELEASE_PENALTY)
-    kept, _ = select_rollouts(b.group_ids, b.correct, p_total, config=rcfg, seed=0, p_err=p_err, p_format=p_format)
+    kept, _ = select_rollouts(
+        b.group_ids, b.correct, p_total, config=rcfg, seed=0, stats={"p_err": p_err, "p_format": p_format}
+    )
     return kept, p_total
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# (c): the release, transcribed (behaviour of microsoft/rStar rstar2_agent/down_sample at ecbfb943)
+# (c): the release, transcribed in grporoc_plugin.reference (behaviour of microsoft/rStar rstar2_agent/down_sample at
+# ecbfb943): reject loop -> regex penalties on the survivors -> per-group loop, asserting like the release.
 
 
-def release_error_ratio(response_text: list[str]) -> tuple[np.ndarray, dict]:
-    weights, total_err, total_res = [], 0, 0
-    for text in response_text:
-        matches = re.findall(r"<tool_response>.*?</tool_response>", text, re.DOTALL)
-        err = len([m for m in matches if "error" in m.lower()])
-        weights.append(0.5 if len(matches) == 0 else err / len(matches))
-        total_err += err
-        total_res += len(matches)
-    metrics = {
-        "roc_error_ratio/global_err_ratio": total_err / total_res if total_res > 0 else 0,
-        "roc_error_ratio/penalty_weight": np.mean(weights) if weights else 0,
-    }
-    return np.array(weights), metrics
-
-
-def _release_answer_tag_repetition(text: str) -> tuple[float, int]:
-    tags = ["<answer>", "</answer>"]
-    if any(tag not in text for tag in tags):
-        return 1.0, 0
-    counts = [text.count(tag) for tag in tags]
-    closed = len(re.findall(r"<answer>.*?</answer>", text, re.DOTALL))
-    if any(c != closed for c in counts):
-        return 1.0, closed
-    num_turns = len(re.findall(r"<\|im_start\|>assistant.*?<\|im_end\|>", text, re.DOTALL))
-    if num_turns == 0:
-        return 1.0, closed
-    return min((closed - 1) / num_turns, 1.0), closed
-
-
-def release_format(response_text: list[str]) -> tuple[np.ndarray, dict]:
-    weights, total, zero, one, many = [], 0, 0, 0, 0
-    for text in response_text:
-        w, n = _release_answer_tag_repetition(text)
-        weights.append(w)
-        total += n
-        zero += n == 0
-        one += n == 1
-        many += n > 1
-    metrics = {
-        "roc_answer_format/answer_per_rollout_mean": total / len(response_text),
-        "roc_answer_format/zero_answer_count": zero,
-        "roc_answer_format/one_answer_count": one,
-        "roc_answer_format/gt_one_answer_count": many,
-    }
-    return np.array(weights), metrics
-
-
-def release_reject_equal(uids: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-    valid = np.ones(len(uids), dtype=bool)
-    for uid in np.unique(uids):
-        mask = uids == uid
-        r = rewards[mask]
-        if np.allclose(r[0], r):
-            valid[mask] = False
-    return valid
-
-
-def release_select(uids: np.ndarray, rewards: np.ndarray, penalty: np.ndarray, n: int, min_zero: int, min_nz: int):
-    valid = np.zeros(len(uids), dtype=bool)
-    for uid in np.unique(uids):
-        indices = np.where(uids == uid)[0]
-        if len(indices) < n:
-            continue
-        if len(indices) == n:
-            valid[indices] = True
-            continue
-        uid_mask = uids == uid
-        uid_rewards = rewards[uid_mask]
-        zero = [(i, p) for i, r, p in zip(indices, uid_rewards, penalty[uid_mask], strict=True) if r <= 0]
-        nonzero = [(i, p) for i, r, p in zip(indices, uid_rewards, penalty[uid_mask], strict=True) if r > 0]
-        nonzero.sort(key=lambda x: x[1])
-        k_zero = round(len(zero) * n / len(indices))
-        k_nz = round(len(nonzero) * n / len(indices))
-        if k_zero < min_zero and k_nz < min_nz:
-            valid[indices] = True
-        else:
-            if k_zero <= min(min_zero, len(zero)):
-                k_zero = min(min_zero, len(zero))
-                k_nz = n - k_zero
-            if k_nz <= min(min_nz, len(nonzero)):
-                k_nz = min(min_nz, len(nonzero))
-                k_zero = n - k_nz
-            choices = [x[0] for x in nonzero[:k_nz]] + [x[0] for x in zero[:k_zero]]
-            assert len(choices) == n, f"{n=} != {len(choices)}"
-            valid[choices] = True
-    return valid
-
-
-def run_release(b: SyntheticBatch, n: int = 16, min_zero: int = 2, min_nz: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """reject_equal_reward -> filter -> penalties on the survivors -> resample_of_correct; returns (kept, penalty)."""
-    uids = b.group_ids
-    rewards = b.correct.astype(np.float32)
-    rows = np.nonzero(release_reject_equal(uids, rewards))[0]
-    texts = [b.texts[i] for i in rows]
-    penalty = np.zeros(len(texts))
-    w, _ = release_error_ratio(texts)
-    penalty += w
-    w, _ = release_format(texts)
-    penalty += w
-    valid = release_select(uids[rows], rewards[rows], penalty, n, min_zero, min_nz)
-    return rows[valid], penalty
+def run_release(b: SyntheticBatch, n: int = 16, min_zero: int = 2, min_nz: int = 2) -> tuple[np.ndarray, None]:
+    """reject_equal_reward -> filter -> penalties on the survivors -> resample_of_correct; returns (kept, None)."""
+    kept, _ = release_down_sample(b.group_ids, b.correct.astype(np.float32), n, min_zero, min_nz, texts=b.texts)
+    return kept, None
 
 
 def release_penalties_all(texts: list[str]) -> np.ndarray:
     """The release's two regex passes alone, over every text (for the penalty-only comparison with (b))."""
-    return release_error_ratio(texts)[0] + release_format(texts)[0]
+    return np.array([release_error_ratio(t) for t in texts]) + release_format(texts)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

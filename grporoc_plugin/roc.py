@@ -403,7 +403,7 @@ def select_rollouts(
         cfg = RoCConfig.from_mapping(cfg)
     if not isinstance(cfg, RoCConfig):
         raise TypeError(f"config must be a RoCConfig or a mapping of its fields, got {type(cfg).__name__}")
-    codes_all, _ = factorize_groups(group_ids)
+    codes_all, n_groups_all = factorize_groups(group_ids)
     m_all = int(codes_all.size)
     is_pos_all = _row_array(correct, m_all, "correct", bool)
     pen_all = _row_array(penalty, m_all, "penalty", float)
@@ -421,12 +421,16 @@ def select_rollouts(
     survivors = np.ones(m_all, dtype=bool)
     for name in cfg.prefilters:
         survivors &= np.asarray(rules.get_prefilter(name)(stat_arrays, cfg), dtype=bool)
-    rows_idx = np.flatnonzero(survivors)
-    codes, n_groups = factorize_groups(codes_all[rows_idx])
-    is_pos = is_pos_all[rows_idx]
-    nonfinite = ~np.isfinite(pen_all[rows_idx])
-    pen = np.where(nonfinite, np.inf, pen_all[rows_idx])
-    sub_scores = None if scores_all is None else scores_all[rows_idx]
+    if survivors.all():
+        rows_idx, codes, n_groups = np.arange(m_all), codes_all, n_groups_all
+        is_pos, pen, sub_scores = is_pos_all, pen_all, scores_all
+    else:
+        rows_idx = np.flatnonzero(survivors)
+        codes, n_groups = factorize_groups(codes_all[rows_idx])
+        is_pos, pen = is_pos_all[rows_idx], pen_all[rows_idx]
+        sub_scores = None if scores_all is None else scores_all[rows_idx]
+    nonfinite = ~np.isfinite(pen)
+    pen = np.where(nonfinite, np.inf, pen)
 
     # 2-3. group rejection and group sizes, the same for every rule
     size, n_pos, status = _group_status(codes, n_groups, is_pos, sub_scores, cfg)
@@ -459,7 +463,7 @@ def select_rollouts(
     kept_all = np.zeros(m_all, dtype=bool)
     kept_all[rows_idx[kept]] = True
     metrics = selection_metrics(
-        BatchView(codes_all, is_pos_all, np.where(np.isfinite(pen_all), pen_all, np.inf), stat_arrays),
+        BatchView(codes_all, n_groups_all, is_pos_all, np.where(np.isfinite(pen_all), pen_all, np.inf), stat_arrays),
         kept_all,
         grouped,
         status,
@@ -475,7 +479,9 @@ class BatchView(NamedTuple):
     """All input rows of one selection, for the metrics."""
 
     codes: np.ndarray
-    """(m,) group code per input row."""
+    """(m,) group code per input row, 0..n_groups-1."""
+    n_groups: int
+    """Number of input groups."""
     is_pos: np.ndarray
     """(m,) bool outcome."""
     penalty: np.ndarray
@@ -484,16 +490,22 @@ class BatchView(NamedTuple):
     """Optional per-row statistics (:data:`STAT_KEYS`)."""
 
 
-def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
-    values = values[mask]
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else None
+def _mean_at(values: np.ndarray, idx: np.ndarray) -> float | None:
+    """Mean of the finite ``values[idx]``; None for an empty set."""
+    picked = values[idx]
+    if not picked.size:
+        return None
+    total = picked.sum()
+    if np.isfinite(total):
+        return float(total / picked.size)
+    picked = picked[np.isfinite(picked)]
+    return float(picked.mean()) if picked.size else None
 
 
-def _error_ratio(errors: np.ndarray, calls: np.ndarray, mask: np.ndarray) -> float | None:
-    """Failed tool calls / tool calls over ``mask`` (the paper's Fig. 4 quantity); None without any call."""
-    total_calls = float(np.maximum(calls[mask], 0).sum())
-    return float(np.maximum(errors[mask], 0).sum()) / total_calls if total_calls > 0 else None
+def _error_ratio(errors: np.ndarray, calls: np.ndarray, idx: np.ndarray) -> float | None:
+    """Failed tool calls / tool calls over ``idx`` (the paper's Fig. 4 quantity); None without any call."""
+    total_calls = float(np.maximum(calls[idx], 0).sum())
+    return float(np.maximum(errors[idx], 0).sum()) / total_calls if total_calls > 0 else None
 
 
 def selection_metrics(
@@ -513,19 +525,20 @@ def selection_metrics(
     pre-filters (the groups the rule saw). "before" figures are over every input positive.
     """
     m = int(batch.codes.size)
-    kept_pos = kept & batch.is_pos
-    n_kept, n_pos = int(kept.sum()), int(batch.is_pos.sum())
-    kept_codes = np.unique(batch.codes[kept])
-    groups_input = int(np.unique(batch.codes).size)
+    pos_idx = np.flatnonzero(batch.is_pos)
+    kept_pos_idx = np.flatnonzero(kept & batch.is_pos)
+    n_kept, n_pos, n_kept_pos = int(np.count_nonzero(kept)), int(pos_idx.size), int(kept_pos_idx.size)
+    kept_per_group = np.bincount(batch.codes[kept], minlength=batch.n_groups)
+    kept_groups = int(np.count_nonzero(kept_per_group))
     full = rows.n_pos == rows.size
     metrics: dict[str, float] = {
         "roc/rows_before": m,
         "roc/rows_kept": n_kept,
         "roc/rows_dropped": m - n_kept,
         "roc/rows_prefiltered": m - int(rows.codes.size),
-        "roc/groups_before": groups_input,
-        "roc/groups_kept": int(kept_codes.size),
-        "roc/groups_dropped": groups_input - int(kept_codes.size),
+        "roc/groups_before": batch.n_groups,
+        "roc/groups_kept": kept_groups,
+        "roc/groups_dropped": batch.n_groups - kept_groups,
         "roc/groups_rejected_all_correct": int(np.sum(status.rejected & full)),
         "roc/groups_rejected_all_wrong": int(np.sum(status.rejected & (rows.n_pos == 0))),
         "roc/groups_rejected_equal_mixed": int(np.sum(status.rejected & (rows.n_pos > 0) & ~full)),
@@ -536,29 +549,28 @@ def selection_metrics(
         "roc/groups_selected": int(np.sum(status.selectable)),
         "roc/pos_before": n_pos,
         "roc/neg_before": m - n_pos,
-        "roc/kept_pos": int(kept_pos.sum()),
-        "roc/kept_neg": n_kept - int(kept_pos.sum()),
+        "roc/kept_pos": n_kept_pos,
+        "roc/kept_neg": n_kept - n_kept_pos,
         "roc/nonfinite_penalty_rows": nonfinite_rows,
         "roc/world_size_removed_rows": int(removed[0]),
         "roc/world_size_removed_groups": int(removed[1]),
     }
     metrics.update({f"roc/groups_{name}": int(np.sum(flags)) for name, flags in rule_flags.items()})
 
-    pos = batch.is_pos
     optional: dict[str, float | None] = {
-        "roc/pos_penalty_mean_before": _masked_mean(batch.penalty, pos),
-        "roc/pos_penalty_mean_after": _masked_mean(batch.penalty, kept_pos),
+        "roc/pos_penalty_mean_before": _mean_at(batch.penalty, pos_idx),
+        "roc/pos_penalty_mean_after": _mean_at(batch.penalty, kept_pos_idx),
     }
-    if kept_codes.size:
-        per_group = np.bincount(batch.codes[kept_pos], minlength=int(batch.codes.max()) + 1)[kept_codes]
-        optional["roc/kept_pos_per_group_mean"] = float(per_group.mean())
+    if kept_groups:
+        kept_pos_per_group = np.bincount(batch.codes[kept_pos_idx], minlength=batch.n_groups)
+        optional["roc/kept_pos_per_group_mean"] = float(kept_pos_per_group.sum() / kept_groups)
     if rows.n_groups:
         optional["roc/group_pos_rate_mean"] = float(np.mean(rows.n_pos / rows.size))
     stats = batch.stats
     if "tool_calls" in stats and "tool_errors" in stats:
-        for suffix, mask in (("before", pos), ("after", kept_pos)):
+        for suffix, idx in (("before", pos_idx), ("after", kept_pos_idx)):
             optional[f"roc/pos_tool_error_ratio_{suffix}"] = _error_ratio(
-                stats["tool_errors"], stats["tool_calls"], mask
+                stats["tool_errors"], stats["tool_calls"], idx
             )
     for name, prefix in (
         ("p_err", "roc/pos_p_err_mean"),
@@ -566,8 +578,8 @@ def selection_metrics(
         ("p_format", "roc/pos_format_penalty_mean"),
     ):
         if name in stats:
-            values = stats[name].astype(np.float64)
-            optional[f"{prefix}_before"] = _masked_mean(values, pos)
-            optional[f"{prefix}_after"] = _masked_mean(values, kept_pos)
+            values = stats[name].astype(np.float64, copy=False)
+            optional[f"{prefix}_before"] = _mean_at(values, pos_idx)
+            optional[f"{prefix}_after"] = _mean_at(values, kept_pos_idx)
     metrics.update({key: value for key, value in optional.items() if value is not None})
     return metrics

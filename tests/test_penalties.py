@@ -21,6 +21,7 @@ from grporoc_plugin.penalties import (
     structured_penalties,
     text_penalties,
 )
+from grporoc_plugin.reference import release_answer_tag_repetition, release_error_ratio
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,30 +35,6 @@ def _load(rel_path: str, name: str):
         sys.modules[name] = module  # dataclasses resolve their module through sys.modules
         spec.loader.exec_module(module)
     return sys.modules[name]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Literal transcription of the release (microsoft/rStar rstar2_agent/down_sample/roc.py:80-120), the reference.
-
-
-def release_error_ratio(text: str) -> float:
-    matches = re.findall(r"<tool_response>.*?</tool_response>", text, re.DOTALL)
-    error_count = len([m for m in matches if "error" in m.lower()])
-    return 0.5 if len(matches) == 0 else error_count / len(matches)
-
-
-def release_answer_tag_repetition(text: str) -> tuple[float, int]:
-    answer_tags = ["<answer>", "</answer>"]
-    if any(tag not in text for tag in answer_tags):
-        return 1.0, 0
-    counts = [text.count(tag) for tag in answer_tags]
-    closed = len(re.findall(r"<answer>.*?</answer>", text, re.DOTALL))
-    if any(c != closed for c in counts):
-        return 1.0, closed
-    num_turns = len(re.findall(r"<\|im_start\|>assistant.*?<\|im_end\|>", text, re.DOTALL))
-    if num_turns == 0:
-        return 1.0, closed
-    return min((closed - 1) / num_turns, 1.0), closed
 
 
 # ---------------------------------------------------------------------------------------------------------------------

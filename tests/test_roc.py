@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from grporoc_plugin.reference import release_down_sample
 from grporoc_plugin.roc import (
     METRIC_KEYS,
     RoCConfig,
@@ -19,49 +20,12 @@ from grporoc_plugin.rules import paper_half, release_round
 RELEASE = {"positive_mode": "topk", "negative_mode": "first_k", "count_rule": "release_round", "tie_break": "index"}
 
 
-class ReleaseAssertionError(AssertionError):
-    """The release's ``assert len(choices) == down_sample_to_n`` would fire for this group."""
-
-
 def release_reference(uids, correct, penalties, n, min_zero, min_non_zero, reject_equal):
-    """Straightforward port of the release's reject_equal_reward + resample_of_correct per-group loop.
-
-    Spec §1.3 and §1.5 [CODE] (rstar2_agent/down_sample/{reject_sampling,roc}.py, negatives unsorted since 5e95b19).
-    Returns (kept indices, set of uids for which the release would fail its assert).
-    """
-    uids = np.asarray(uids, dtype=object)
-    rewards = np.asarray(correct, dtype=np.float64)
-    valid = np.zeros(len(uids), dtype=bool)
-    asserted = set()
-    for uid in dict.fromkeys(uids.tolist()):
-        indices = np.where(uids == uid)[0]
-        if reject_equal and np.allclose(rewards[indices[0]], rewards[indices]):
-            continue
-        if len(indices) < n:
-            continue
-        if len(indices) == n:
-            valid[indices] = True
-            continue
-        zero_pairs = [(i, penalties[i]) for i in indices if rewards[i] <= 0]
-        non_zero_pairs = [(i, penalties[i]) for i in indices if rewards[i] > 0]
-        non_zero_pairs.sort(key=lambda x: x[1])
-        zero_num = round(len(zero_pairs) * n / len(indices))
-        non_zero_num = round(len(non_zero_pairs) * n / len(indices))
-        if zero_num < min_zero and non_zero_num < min_non_zero:
-            valid[indices] = True
-        else:
-            if zero_num <= min(min_zero, len(zero_pairs)):
-                zero_num = min(min_zero, len(zero_pairs))
-                non_zero_num = n - zero_num
-            if non_zero_num <= min(min_non_zero, len(non_zero_pairs)):
-                non_zero_num = min(min_non_zero, len(non_zero_pairs))
-                zero_num = n - non_zero_num
-            choices = [p[0] for p in non_zero_pairs[:non_zero_num]] + [p[0] for p in zero_pairs[:zero_num]]
-            if len(choices) != n:
-                asserted.add(uid)
-                continue
-            valid[choices] = True
-    return np.flatnonzero(valid), asserted
+    """The release's reject_equal_reward + resample_of_correct (grporoc_plugin.reference); (kept, asserted uids)."""
+    return release_down_sample(
+        uids, np.asarray(correct, dtype=np.float64), n, min_zero, min_non_zero, penalty=np.asarray(penalties),
+        reject_equal=reject_equal, on_assert="record",
+    )  # fmt: skip
 
 
 def _compositions(big_n: int, rng: np.random.Generator, reps: int = 3):

@@ -6,12 +6,16 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from grporoc_plugin.reference import release_down_sample
 from grporoc_plugin.roc import RoCConfig, select_rollouts
 
-try:  # the reference lives next to the exhaustive parity tests
-    from test_roc import release_reference
-except ImportError:  # pragma: no cover - tests/ imported as a package
-    from tests.test_roc import release_reference
+
+def release_reference(uids, correct, penalties, n, min_zero, min_non_zero, reject_equal):
+    return release_down_sample(
+        uids, np.asarray(correct, dtype=np.float64), n, min_zero, min_non_zero, penalty=np.asarray(penalties),
+        reject_equal=reject_equal, on_assert="record",
+    )  # fmt: skip
+
 
 PENALTY_LEVELS = [0.0, 0.5, 1.0, 1.5, 2.0]
 

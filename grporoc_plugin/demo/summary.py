@@ -30,13 +30,18 @@ class Column:
     fmt: str = "{:.3f}"
 
 
-#: Columns of the demo's table: the RoC sampler's ``roc/*`` metrics (grporoc_plugin/roc.py) and verl's own.
+#: Columns of the demo's table: the RoC sampler's ``roc/*`` and ``rollout/*`` metrics (grporoc_plugin/roc.py,
+#: grporoc_plugin/adapter.py) and verl's own. ``pos_err_*`` is the paper's Fig. 4 quantity: failed tool calls / tool
+#: calls of the positive trajectories, in all 2G rollouts (before) and in the kept ones (after); "-" when the
+#: positives made no tool call (never a fake 0).
 COLUMNS: tuple[Column, ...] = (
-    Column("acc(2G)", ("roc/acc_before",)),
+    Column("acc(2G)", ("rollout/acc", "roc/acc_before")),
     Column("acc(kept)", ("roc/acc_after",)),
     Column("pos_err_before", ("roc/pos_tool_error_ratio_before",)),
     Column("pos_err_after", ("roc/pos_tool_error_ratio_after",)),
-    Column("pos_notool", ("roc/pos_no_tool_ratio_before",)),
+    Column("pos_w_err", ("rollout/pos_with_error_share",)),
+    Column("pos_notool", ("roc/pos_no_tool_share_before",)),
+    Column("calls/traj", ("rollout/tool_calls_per_traj",), "{:.2f}"),
     Column("rows", ("roc/rows_before",), "{:.0f}"),
     Column("kept", ("roc/rows_kept",), "{:.0f}"),
     Column("dropped", ("roc/rows_dropped",), "{:.0f}"),

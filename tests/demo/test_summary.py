@@ -21,10 +21,12 @@ STEP1 = {
     "roc/pos_tool_error_ratio_before": 0.25,
     "roc/pos_tool_error_ratio_after": 0.05,
     "roc/time_s": 0.0021,
+    "rollout/pos_with_error_share": 0.4,
     "critic/score/mean": 0.375,
     "timing_s/step": 14.2,
 }
 STEP2 = {**STEP1, "roc/pos_before": 16, "roc/pos_tool_error_ratio_after": 0.0, "timing_s/step": 10.0}
+del STEP2["rollout/pos_with_error_share"]  # e.g. no positive in step 2: the metric is absent
 
 
 def test_jsonl_from_verl_file_logger(tmp_path, monkeypatch):
@@ -44,6 +46,7 @@ def test_jsonl_from_verl_file_logger(tmp_path, monkeypatch):
     lines = table.splitlines()
     assert lines[0].split()[:5] == ["step", "acc(2G)", "acc(kept)", "pos_err_before", "pos_err_after"]
     assert lines[2].split()[:5] == ["1", "0.375", "0.375", "0.250", "0.050"]
+    assert "pos_w_err" in lines[0] and "-" in lines[3].split()  # absent metrics print "-", never a fake 0
     assert lines[4].split()[0] == "mean" and lines[4].split()[1] == f"{(12 / 32 + 16 / 32) / 2:.3f}"
 
 
