@@ -1,54 +1,100 @@
-"""Target of the ``verl.plugins`` entry point: registers every plugin component with verl's registries.
+"""Target of the ``verl.plugins`` entry point: registers every plugin component with verl's registries, lazily.
 
-verl imports this module inside ``import verl`` and swallows any exception at DEBUG level, so a broken plugin would
-silently vanish. We therefore import each component separately, keep going past a failure, log it at WARNING and
-record it in :data:`REGISTRATION_ERRORS`; ``python -m grporoc_plugin doctor`` turns that into a non-zero exit.
+``import verl`` imports this module in every verl process (driver, TaskRunner, every Ray worker), whether or not
+the run uses GRPO-RoC, so it must cost next to nothing. Each component is therefore registered the moment verl itself
+imports the registry it belongs to (a post-import hook on that verl module): a process that never builds an agent
+loop never imports the agent loop, and the registry is complete whenever anyone looks into it. The CPU backend is the
+exception: with ``VERL_PLATFORM=cpu`` it must be registered before anything asks for the platform, so it loads here.
 
-Nothing here may import TransferQueue, start Ray or build a model: this runs in every verl process.
+verl swallows entry-point exceptions at DEBUG level, so a broken plugin would silently vanish: every failure is
+logged at WARNING and recorded in :data:`REGISTRATION_ERRORS`; ``python -m grporoc_plugin doctor`` imports each
+registry, then turns any failure into a non-zero exit. Nothing here imports torch, TransferQueue or Ray.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import logging
+import os
+import sys
 
 logger = logging.getLogger(__name__)
 
-#: Modules whose import performs a registration, with what they register (for ``doctor``).
+#: verl module -> (plugin module whose import registers into it, what it registers). The plugin module is imported
+#: right after verl's module has executed (or at once when verl already imported it).
+LAZY_REGISTRATIONS: dict[str, tuple[str, str]] = {
+    "verl.trainer.ppo.core_algos": ("grporoc_plugin.algos", "advantage estimator 'grpo_roc'"),
+    "verl.experimental.reward_loop": (
+        "grporoc_plugin.reward.manager",
+        "reward manager 'grporoc' (reward-loop registry)",
+    ),
+    "verl.experimental.agent_loop": ("grporoc_plugin.tools.agent_loop", "tool parser 'grporoc_hermes' + agent loop"),
+    "verl.trainer.ppo.v1": ("grporoc_plugin.v1.trainer", "V1 trainer mode 'grporoc_sync'"),
+}
+#: Registered at import time, and only on the CPU backend (VERL_PLATFORM=cpu).
+CPU_BACKEND = ("grporoc_plugin.cpu.backend", "CPU platform + 'hf' rollout (active only with VERL_PLATFORM=cpu)")
+
+#: Every component module with what it registers (for ``doctor``).
 COMPONENT_MODULES: dict[str, str] = {
-    # First: once VERL_PLATFORM=cpu is set, verl must know the "cpu" platform before anything asks for the platform.
-    "grporoc_plugin.cpu.backend": "CPU platform + 'hf' rollout (active only with VERL_PLATFORM=cpu)",
-    "grporoc_plugin.algos": "advantage estimator 'grpo_roc'",
-    "grporoc_plugin.reward.manager": "reward manager 'grporoc' (reward-loop registry)",
-    "grporoc_plugin.tools.parser": "tool parser 'grporoc_hermes'",
-    "grporoc_plugin.tools.agent_loop": "agent loop 'grporoc_tool_agent'",
+    CPU_BACKEND[0]: CPU_BACKEND[1],
+    **{module: what for module, what in LAZY_REGISTRATIONS.values()},
 }
 
 #: module name -> "ExcType: message" for every component that failed to register in this process.
 REGISTRATION_ERRORS: dict[str, str] = {}
 
 
-def register_all() -> dict[str, str]:
-    """Import every component module once; return the failures (empty when all registered)."""
-    for module_name in COMPONENT_MODULES:
-        if module_name in REGISTRATION_ERRORS:
-            continue
-        try:
-            importlib.import_module(module_name)
-        except Exception as exc:  # noqa: BLE001 - verl would swallow it; we record and report it instead
-            REGISTRATION_ERRORS[module_name] = f"{type(exc).__name__}: {exc}"
-            logger.warning("grporoc_plugin: failed to register %s: %s", module_name, REGISTRATION_ERRORS[module_name])
+def _register(module_name: str) -> None:
+    if module_name in REGISTRATION_ERRORS:
+        return
+    try:
+        importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - verl would swallow it; we record and report it instead
+        REGISTRATION_ERRORS[module_name] = f"{type(exc).__name__}: {exc}"
+        logger.warning("grporoc_plugin: failed to register %s: %s", module_name, REGISTRATION_ERRORS[module_name])
+
+
+class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: wraps the loader of each verl registry module to register our component after it."""
+
+    def find_spec(self, fullname, path, target=None):
+        entry = LAZY_REGISTRATIONS.get(fullname)
+        if entry is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            _register(entry[0])
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+def register_all(*, eager: bool = False) -> dict[str, str]:
+    """Register every component: now where verl already imported the registry (or ``eager``), else on its import.
+
+    Returns the failures so far (empty when everything registered).
+    """
+    if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu" or eager:
+        _register(CPU_BACKEND[0])
+    pending = False
+    for verl_module, (module_name, _) in LAZY_REGISTRATIONS.items():
+        if eager:
+            importlib.import_module(verl_module)  # runs the hook below, or registers now if already imported
+            _register(module_name)
+        elif verl_module in sys.modules:
+            _register(module_name)
+        else:
+            pending = True
+    if pending and not any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterAfterImport())
     return dict(REGISTRATION_ERRORS)
 
 
 register_all()
-
-# trainer.v1.trainer_mode=grporoc_sync (colocated reward model): registered lazily, the moment verl imports
-# verl.trainer.ppo.v1, so this module never pulls TransferQueue into every verl process.
-try:
-    from grporoc_plugin.v1 import install_trainer_hook
-
-    install_trainer_hook()
-except Exception as exc:  # noqa: BLE001 - recorded and reported by doctor, like the components above
-    REGISTRATION_ERRORS["grporoc_plugin.v1 (trainer hook)"] = f"{type(exc).__name__}: {exc}"
-    logger.warning("grporoc_plugin: failed to install the grporoc_sync trainer hook: %s", exc)

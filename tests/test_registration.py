@@ -74,3 +74,19 @@ def test_doctor_fails_loudly_when_a_component_cannot_be_imported(tmp_path, block
     assert proc.returncode != 0, proc.stdout
     assert _doctor_line(proc.stdout, "advantage estimator 'grpo_roc'").startswith("[MISSING]"), proc.stdout
     assert f"[ERROR] import of {blocked} failed" in proc.stdout, proc.stdout
+
+
+def test_import_verl_loads_nothing_heavy_from_the_plugin():
+    """Issue 10.6: the entry point runs in every verl process; components load when verl opens their registry."""
+    code = "import sys, verl; print(' '.join(sorted(m for m in sys.modules if m.startswith('grporoc_plugin'))))"
+    proc = _run(["-c", code])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["grporoc_plugin", "grporoc_plugin.register"]
+    # ... and a registry is complete the moment verl opens it
+    code = (
+        "import verl; from verl.experimental.agent_loop.agent_loop import _agent_loop_registry as r;"
+        "from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls as g;"
+        "print('grporoc_tool_agent' in r, g('grporoc').__module__)"
+    )
+    proc = _run(["-c", code])
+    assert proc.stdout.split() == ["True", "grporoc_plugin.reward.manager"], proc.stdout + proc.stderr[-3000:]

@@ -195,8 +195,8 @@ def test_plain_verl_config_with_plus_overrides():
 
 def test_grporoc_sync_trainer_registers_lazily():
     code = (
-        "import sys, grporoc_plugin.v1 as v1; v1.install_trainer_hook();"
-        "assert 'transfer_queue' not in sys.modules;"
+        "import sys, verl;"
+        "assert 'transfer_queue' not in sys.modules and 'grporoc_plugin.v1.trainer' not in sys.modules;"
         "from verl.trainer.ppo.v1 import get_trainer_cls; print(get_trainer_cls('grporoc_sync').__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
