@@ -90,3 +90,22 @@ def test_import_verl_loads_nothing_heavy_from_the_plugin():
     )
     proc = _run(["-c", code])
     assert proc.stdout.split() == ["True", "grporoc_plugin.reward.manager"], proc.stdout + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "first", ["grporoc_plugin.tools.parser", "grporoc_plugin.reward.manager", "grporoc_plugin.v1.sampler"]
+)
+def test_every_import_order_registers_everything(first):
+    """A plugin module imported before verl's registry must not break the post-import hooks (no cycle errors)."""
+    code = (
+        f"import {first}, verl, verl.experimental.reward_loop, verl.trainer.ppo.core_algos as ca;"
+        "from grporoc_plugin import compat; from grporoc_plugin.register import REGISTRATION_ERRORS as E;"
+        "from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls as g;"
+        "print(E == {}, 'grporoc_tool_agent' in compat.registered_agent_loops(),"
+        "'grporoc_hermes' in compat.registered_tool_parsers(), g('grporoc').__name__,"
+        "'grpo_roc' in ca.ADV_ESTIMATOR_REGISTRY)"
+    )
+    proc = _run(["-c", code])
+    assert proc.stdout.split() == ["True", "True", "True", "GrpoRocRewardManager", "True"], (
+        proc.stdout + proc.stderr[-3000:]
+    )

@@ -39,7 +39,10 @@ from verl.tools.schemas import ToolResponse
 
 from grporoc_plugin.penalties import count_answer_tags
 from grporoc_plugin.tools import init_counters, model_spans, record_tool_call
-from grporoc_plugin.tools.parser import DECODE_ERROR_PREFIX, malformed_call_error
+
+# A module reference, not names: importing the parser imports verl's agent-loop package, whose post-import hook
+# (grporoc_plugin.register) imports this module while the parser is still initialising.
+from grporoc_plugin.tools import parser as _parser
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
@@ -102,10 +105,10 @@ class GrpoRocToolAgentLoop(ToolAgentLoop):
         self, tool_call: FunctionCall, tools_kwargs: dict[str, Any], agent_data: AgentData
     ) -> tuple[ToolResponse, float, dict]:
         extra_fields = agent_data.extra_fields
-        error = malformed_call_error(tool_call)
+        error = _parser.malformed_call_error(tool_call)
         if error is not None:
             record_tool_call(extra_fields, "parse")
-            return ToolResponse(text=DECODE_ERROR_PREFIX + error), 0.0, {}
+            return ToolResponse(text=_parser.DECODE_ERROR_PREFIX + error), 0.0, {}
 
         # Classify what verl answers without running the tool (it words those cases itself).
         active_tools = getattr(agent_data, "_active_tools", self.tools)

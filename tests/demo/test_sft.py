@@ -1,4 +1,4 @@
-"""The demo's SFT step: assistant-only labels, loss goes down on a tiny batch, sampled turns parse. ~15 s."""
+"""The demo's SFT step: assistant-only labels, held-out loss goes down, the tool-call format is learned. ~30 s."""
 
 from __future__ import annotations
 
@@ -47,22 +47,30 @@ def test_sft_decreases_loss_and_policy_emits_tool_calls(setup):
     held_out = collate(build_trajectories(make_problems(4, seed=7), tokenizer, runner, seed=8), tokenizer.pad_token_id)
     with torch.no_grad():
         held_out_before = float(assistant_token_loss(model, held_out))
-    cfg = SFTConfig(steps=40, batch_size=8, lr=5e-3, warmup_steps=5)
+    fresh = make_problems(8, seed=9)
+    before = sanity_check(model, tokenizer, fresh, runner.schemas, runner.tool_name, temperature=0)
+    cfg = SFTConfig(steps=120, batch_size=8, lr=5e-3, warmup_steps=5)
     logged: list[str] = []
     losses = train_sft(model, trajectories, tokenizer.pad_token_id, cfg, log=logged.append)
-    assert len(losses) == 40 and all(torch.isfinite(torch.tensor(losses)))
+    assert len(losses) == 120 and all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0]
-    assert logged[0].startswith("[sft] step    1/40") and "[sft] step   40/40" in logged[-1]
+    assert logged[0].startswith("[sft] step    1/120") and "[sft] step  120/120" in logged[-1]
     assert not model.training
     with torch.no_grad():  # generalises: unseen problems' assistant tokens got likelier too
         assert float(assistant_token_loss(model, held_out)) < 0.6 * held_out_before
 
-    report = sanity_check(model, tokenizer, make_problems(8, seed=9), runner.schemas, runner.tool_name)
-    assert report.samples == 8 and len(report.examples) == 3
-    assert 0.0 <= report.tool_call + report.malformed + report.answer_only <= 1.0
-
-    rollouts = rollout_eval(model, tokenizer, make_problems(4, seed=9), runner, max_turns=2, max_new_tokens=64)
-    assert rollouts.samples == 4 and 0.0 <= rollouts.acc <= 1.0 and rollouts.tool_calls_mean >= 0.0
+    # it learned the tool format: greedy first turns on unseen problems now parse as tool calls (a random model's
+    # do not; the rest are tool-call attempts with a misspelled name), and real rollouts call the sandboxed tool
+    after = sanity_check(model, tokenizer, fresh, runner.schemas, runner.tool_name, temperature=0)
+    print(f"parseable tool calls in greedy first turns: {before.tool_call:.2f} -> {after.tool_call:.2f}")
+    assert before.tool_call == before.malformed == 0.0
+    assert after.tool_call > 0.0 and after.tool_call + after.malformed >= 0.75  # tool-call turns, most of them valid
+    assert after.samples == 8 and len(after.examples) == 3
+    rollouts = rollout_eval(
+        model, tokenizer, make_problems(4, seed=9), runner, max_turns=2, max_new_tokens=64, temperature=0
+    )
+    print(f"rollouts: {rollouts.line()}")
+    assert rollouts.samples == 4 and rollouts.tool_calls_mean > 0.0
 
 
 def test_empty_trajectories_rejected(setup):
