@@ -308,118 +308,164 @@ def yaml_roc_block(indent: str = "    ") -> str:
 # ------------------------------------------------------------------------------------------------- validation
 
 
+class _Geometry:
+    """The batch geometry a run config implies (read once for the checks below)."""
+
+    def __init__(self, full_config: Any, settings: RoCSettings):
+        self.config = full_config
+        self.g = settings.keep_n
+        self.oversample_n = settings.oversample_n
+        self.train_batch_size = _as_int(
+            "data.train_batch_size", config_get(full_config, "data.train_batch_size"), minimum=1
+        )
+        mini = config_get(full_config, "actor_rollout_ref.actor.ppo_mini_batch_size")
+        self.mini = None if mini is None else _as_int("actor_rollout_ref.actor.ppo_mini_batch_size", mini, minimum=1)
+        n_gpus = int(config_get(full_config, "trainer.n_gpus_per_node", 1)) * int(
+            config_get(full_config, "trainer.nnodes", 1)
+        )
+        self.dp = max(1, n_gpus)
+
+
+def _check_v1_geometry(geo: _Geometry) -> None:
+    """No synthetic padding rows on a full batch, and micro-batches that divide the smallest shrunk batch."""
+    g, dp, mini = geo.g, geo.dp, geo.mini
+    rows = geo.train_batch_size * g
+    multiple = dp if mini is None else math.lcm(dp, mini * g)
+    if rows % multiple:
+        raise RoCConfigError(
+            f"data.train_batch_size * G = {geo.train_batch_size} * {g} = {rows} rows is not divisible by "
+            f"lcm(dp={dp}, actor_rollout_ref.actor.ppo_mini_batch_size * G = {mini} * {g}) = {multiple}: verl "
+            "would pad every step with synthetic rows; pick data.train_batch_size and ppo_mini_batch_size so "
+            "that it divides"
+        )
+    # RoC keeps a varying number of groups; verl pads the kept rows only up to a multiple of `multiple`, so each
+    # rank may get just multiple / dp rows, which every fixed micro-batch size must divide (else a mid-run crash
+    # in prepare_micro_batches on the first step that drops groups)
+    unit = multiple // dp
+    for key, dynamic_key in _MICRO_BATCH_KEYS if mini is not None else ():
+        micro = config_get(geo.config, key)
+        if isinstance(micro, int) and micro > 0 and not config_get(geo.config, dynamic_key, False) and unit % micro:
+            raise RoCConfigError(
+                f"{key}={micro} does not divide the {unit} rows per rank that a GRPO-RoC step can shrink to "
+                f"(lcm(dp={dp}, actor_rollout_ref.actor.ppo_mini_batch_size * G = {mini} * {g}) / dp): "
+                f"use a divisor of {unit} or {dynamic_key}=True"
+            )
+
+
+def _check_v1_mode(full_config: Any) -> None:
+    """The trainer mode must leave a place to select where the rewards are visible."""
+    mode = config_get(full_config, "trainer.v1.trainer_mode", "sync")
+    if mode not in _TRAINER_MODES_WITH_SAMPLER_ROC:
+        raise RoCConfigError(
+            f"trainer.v1.trainer_mode={mode!r} is not supported by GRPO-RoC: use 'sync' (streaming reward) or "
+            "'grporoc_sync' (colocated reward model)"
+        )
+    reward_model_enable = bool(config_get(full_config, "reward.reward_model.enable", False))
+    resource_pool = bool(config_get(full_config, "reward.reward_model.enable_resource_pool", False))
+    if mode == "sync" and reward_model_enable and not resource_pool:
+        raise RoCConfigError(
+            "reward.reward_model.enable=True without enable_resource_pool computes rewards after sampling, so "
+            "the RoC sampler cannot see them: set trainer.v1.trainer_mode=grporoc_sync"
+        )
+
+
+def _check_v0(geo: _Geometry) -> None:
+    """V0 selects in _balance_batch, has no padding rows and ignores DAPO's filter_groups."""
+    if not bool(config_get(geo.config, "trainer.balance_batch", True)):
+        raise RoCConfigError(
+            "trainer.balance_batch=False: the V0 trainer then never calls _balance_batch, where GRPO-RoC "
+            "selects; set trainer.balance_batch=True"
+        )
+    if geo.mini is not None:
+        # V0 sizes mini-batches as ppo_mini_batch_size * rollout.n (= oversample_n) rows, but only G per prompt
+        # survive: the kept batch train_batch_size * G must split into whole mini-batches and DP shards.
+        mini_rows = geo.mini * geo.oversample_n
+        kept_rows = geo.train_batch_size * geo.g
+        if kept_rows % math.lcm(geo.dp, mini_rows):
+            raise RoCConfigError(
+                f"actor_rollout_ref.actor.ppo_mini_batch_size={geo.mini}: V0 makes mini-batches of "
+                f"ppo_mini_batch_size * rollout.n = {mini_rows} rows, which must divide the kept batch "
+                f"data.train_batch_size * G = {kept_rows} (and dp={geo.dp}); for k updates per step set "
+                f"ppo_mini_batch_size = train_batch_size * G / (k * rollout.n)"
+            )
+    if _filter_groups_enabled(geo.config):
+        raise RoCConfigError(
+            "algorithm.filter_groups.enable=True is ignored by verl's V0 trainer (trainer.use_v1=False); "
+            "GRPO-RoC's reject_equal_reward drops all-equal groups there instead"
+        )
+
+
+def _filter_groups_enabled(full_config: Any) -> bool:
+    filter_groups = config_get(full_config, "algorithm.filter_groups")
+    return filter_groups is not None and bool(config_get(filter_groups, "enable", False))
+
+
+def _check_estimator(full_config: Any) -> list[str]:
+    estimator = config_get(full_config, "algorithm.adv_estimator")
+    if estimator is None:
+        return []
+    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, AdvantageEstimator
+
+    builtin_enum_branches = {AdvantageEstimator.GAE.value, AdvantageEstimator.GRPO.value}
+    if str(estimator) not in ADV_ESTIMATOR_REGISTRY and str(estimator) not in builtin_enum_branches:
+        raise RoCConfigError(
+            f"algorithm.adv_estimator={estimator!r} is not a registered advantage estimator "
+            f"({sorted(ADV_ESTIMATOR_REGISTRY)}); is the grporoc_plugin entry point installed "
+            "(python -m grporoc_plugin doctor)?"
+        )
+    if str(estimator) == AdvantageEstimator.GAE.value:
+        return ["algorithm.adv_estimator=gae: RoC keeps whole groups but GAE does not use them"]
+    return []
+
+
+def _check_filter_groups_v1(full_config: Any, settings: RoCSettings) -> list[str]:
+    if not _filter_groups_enabled(full_config):
+        return []
+    metric = config_get(full_config, "algorithm.filter_groups.metric")
+    if not metric:
+        raise RoCConfigError("algorithm.filter_groups.metric must be set when algorithm.filter_groups.enable")
+    if metric in (REWARD_METRIC, settings.correct_key):
+        return []
+    return [
+        f"algorithm.filter_groups.metric={metric!r} differs from algorithm.roc.correct_key={settings.correct_key!r}: "
+        f"DAPO then refills groups equal on {metric!r}, which RoC may still reject as all-correct/all-wrong"
+    ]
+
+
+def _check_penalty_source(full_config: Any, settings: RoCSettings) -> list[str]:
+    """The penalty needs grporoc_tool_agent's counters (or a reward reporting p_err/p_format): say so at start-up."""
+    penalty = settings.penalty_config()
+    if not (penalty.use_error_ratio or penalty.use_answer_format):
+        return []
+    loop = config_get(full_config, "actor_rollout_ref.rollout.agent.default_agent_loop")
+    if loop in (None, "grporoc_tool_agent"):
+        return []
+    return [
+        f"actor_rollout_ref.rollout.agent.default_agent_loop={loop!r} does not record the tool counters the RoC "
+        "penalty is computed from; unless the reward reports p_err/p_format, positives are ranked by penalty 0 "
+        "(roc/penalty_available < 1). Use grporoc_tool_agent"
+    ]
+
+
 def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str = "v1") -> list[str]:
     """Cross-check a full verl trainer config against the RoC settings; raise on errors, return warnings.
 
-    Checks the batch geometry (no synthetic padding rows on a full batch), the advantage estimator registration,
-    the DAPO ``filter_groups`` combination, and V0's ``balance_batch`` requirement.
+    Checks the batch geometry (no synthetic padding rows on a full batch), the trainer mode and reward placement,
+    the advantage estimator registration, the DAPO ``filter_groups`` combination, V0's ``balance_batch``
+    requirement, and whether the agent loop records the counters the penalty needs.
     """
-    warnings: list[str] = []
-    g = settings.keep_n
-    train_batch_size = _as_int("data.train_batch_size", config_get(full_config, "data.train_batch_size"), minimum=1)
-    mini = config_get(full_config, "actor_rollout_ref.actor.ppo_mini_batch_size")
-    n_gpus = int(config_get(full_config, "trainer.n_gpus_per_node", 1)) * int(
-        config_get(full_config, "trainer.nnodes", 1)
-    )
-    dp = max(1, n_gpus)
-
-    if trainer == "v1":
-        rows = train_batch_size * g
-        multiple = dp
-        if mini is not None:
-            mini = _as_int("actor_rollout_ref.actor.ppo_mini_batch_size", mini, minimum=1)
-            multiple = math.lcm(dp, mini * g)
-        if rows % multiple:
-            raise RoCConfigError(
-                f"data.train_batch_size * G = {train_batch_size} * {g} = {rows} rows is not divisible by "
-                f"lcm(dp={dp}, actor_rollout_ref.actor.ppo_mini_batch_size * G = {mini} * {g}) = {multiple}: verl "
-                "would pad every step with synthetic rows; pick data.train_batch_size and ppo_mini_batch_size so "
-                "that it divides"
-            )
-        # RoC keeps a varying number of groups; verl pads the kept rows only up to a multiple of `multiple`, so each
-        # rank may get just multiple / dp rows, which every fixed micro-batch size must divide (else a mid-run crash
-        # in prepare_micro_batches on the first step that drops groups)
-        unit = multiple // dp
-        for key, dynamic_key in _MICRO_BATCH_KEYS if mini is not None else ():
-            micro = config_get(full_config, key)
-            if (
-                isinstance(micro, int)
-                and micro > 0
-                and not config_get(full_config, dynamic_key, False)
-                and unit % micro
-            ):
-                raise RoCConfigError(
-                    f"{key}={micro} does not divide the {unit} rows per rank that a GRPO-RoC step can shrink to "
-                    f"(lcm(dp={dp}, actor_rollout_ref.actor.ppo_mini_batch_size * G = {mini} * {g}) / dp): "
-                    f"use a divisor of {unit} or {dynamic_key}=True"
-                )
-        mode = config_get(full_config, "trainer.v1.trainer_mode", "sync")
-        if mode not in _TRAINER_MODES_WITH_SAMPLER_ROC:
-            raise RoCConfigError(
-                f"trainer.v1.trainer_mode={mode!r} is not supported by GRPO-RoC: use 'sync' (streaming reward) or "
-                "'grporoc_sync' (colocated reward model)"
-            )
-        reward_model_enable = bool(config_get(full_config, "reward.reward_model.enable", False))
-        resource_pool = bool(config_get(full_config, "reward.reward_model.enable_resource_pool", False))
-        streaming = not reward_model_enable or resource_pool
-        if mode == "sync" and not streaming:
-            raise RoCConfigError(
-                "reward.reward_model.enable=True without enable_resource_pool computes rewards after sampling, so "
-                "the RoC sampler cannot see them: set trainer.v1.trainer_mode=grporoc_sync"
-            )
-    elif trainer == "v0":
-        if not bool(config_get(full_config, "trainer.balance_batch", True)):
-            raise RoCConfigError(
-                "trainer.balance_batch=False: the V0 trainer then never calls _balance_batch, where GRPO-RoC "
-                "selects; set trainer.balance_batch=True"
-            )
-        if mini is not None:
-            mini = _as_int("actor_rollout_ref.actor.ppo_mini_batch_size", mini, minimum=1)
-            # V0 sizes mini-batches as ppo_mini_batch_size * rollout.n (= oversample_n) rows, but only G per prompt
-            # survive: the kept batch train_batch_size * G must split into whole mini-batches and DP shards.
-            mini_rows = mini * settings.oversample_n
-            kept_rows = train_batch_size * g
-            if kept_rows % math.lcm(dp, mini_rows):
-                raise RoCConfigError(
-                    f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}: V0 makes mini-batches of "
-                    f"ppo_mini_batch_size * rollout.n = {mini_rows} rows, which must divide the kept batch "
-                    f"data.train_batch_size * G = {kept_rows} (and dp={dp}); for k updates per step set "
-                    f"ppo_mini_batch_size = train_batch_size * G / (k * rollout.n)"
-                )
-        filter_groups = config_get(full_config, "algorithm.filter_groups")
-        if filter_groups is not None and bool(config_get(filter_groups, "enable", False)):
-            raise RoCConfigError(
-                "algorithm.filter_groups.enable=True is ignored by verl's V0 trainer (trainer.use_v1=False); "
-                "GRPO-RoC's reject_equal_reward drops all-equal groups there instead"
-            )
-    else:
+    if trainer not in ("v1", "v0"):
         raise ValueError(f"trainer must be 'v1' or 'v0', got {trainer!r}")
-
-    estimator = config_get(full_config, "algorithm.adv_estimator")
-    if estimator is not None:
-        from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, AdvantageEstimator
-
-        builtin_enum_branches = {AdvantageEstimator.GAE.value, AdvantageEstimator.GRPO.value}
-        if str(estimator) not in ADV_ESTIMATOR_REGISTRY and str(estimator) not in builtin_enum_branches:
-            raise RoCConfigError(
-                f"algorithm.adv_estimator={estimator!r} is not a registered advantage estimator "
-                f"({sorted(ADV_ESTIMATOR_REGISTRY)}); is the grporoc_plugin entry point installed "
-                "(python -m grporoc_plugin doctor)?"
-            )
-        if str(estimator) == AdvantageEstimator.GAE.value:
-            warnings.append("algorithm.adv_estimator=gae: RoC keeps whole groups but GAE does not use them")
-
-    filter_groups = config_get(full_config, "algorithm.filter_groups")
-    if trainer == "v1" and filter_groups is not None and bool(config_get(filter_groups, "enable", False)):
-        metric = config_get(filter_groups, "metric")
-        if not metric:
-            raise RoCConfigError("algorithm.filter_groups.metric must be set when algorithm.filter_groups.enable")
-        if metric not in (REWARD_METRIC, settings.correct_key):
-            warnings.append(
-                f"algorithm.filter_groups.metric={metric!r} differs from algorithm.roc.correct_key="
-                f"{settings.correct_key!r}: DAPO then refills groups equal on {metric!r}, which RoC may still "
-                "reject as all-correct/all-wrong"
-            )
+    geo = _Geometry(full_config, settings)
+    warnings: list[str] = []
+    if trainer == "v1":
+        _check_v1_geometry(geo)
+        _check_v1_mode(full_config)
+        warnings += _check_filter_groups_v1(full_config, settings)
+    else:
+        _check_v0(geo)
+    warnings += _check_estimator(full_config)
+    warnings += _check_penalty_source(full_config, settings)
     return warnings
 
 

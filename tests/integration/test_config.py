@@ -33,6 +33,7 @@ SMALL = (
     "data.train_batch_size=4",
     "actor_rollout_ref.actor.ppo_mini_batch_size=2",
     "trainer.n_gpus_per_node=2",
+    "actor_rollout_ref.rollout.agent.default_agent_loop=grporoc_tool_agent",
 )
 
 
@@ -62,6 +63,15 @@ def test_yaml_composes_through_main_ppo_cfg_job():
     assert cfg.trainer.v1.sampler.custom_sampler.name == "RoCReplayBuffer"
     assert cfg.actor_rollout_ref.rollout.agent.agent_loop_manager_class.endswith("RoCAgentLoopManagerTQ")
     assert cfg.actor_rollout_ref.actor.clip_ratio_high == 0.28
+
+
+def test_an_agent_loop_without_tool_counters_is_flagged_at_start_up():
+    cfg = compose(*SMALL, "actor_rollout_ref.rollout.agent.default_agent_loop=tool_agent")
+    warnings = validate_run_config(cfg, resolve_settings(cfg.algorithm.roc, rollout_n=4))
+    assert len(warnings) == 1 and "default_agent_loop='tool_agent' does not record the tool counters" in warnings[0]
+    off = compose(*SMALL, "actor_rollout_ref.rollout.agent.default_agent_loop=tool_agent",
+                  "algorithm.roc.use_error_ratio=False", "algorithm.roc.use_answer_format=False")  # fmt: skip
+    assert validate_run_config(off, resolve_settings(off.algorithm.roc, rollout_n=4)) == []
 
 
 def test_sampler_reads_algorithm_roc_of_the_trainer_config():
@@ -196,7 +206,7 @@ def test_plain_verl_config_with_plus_overrides():
 def test_grporoc_sync_trainer_registers_lazily():
     code = (
         "import sys, verl;"
-        "assert 'transfer_queue' not in sys.modules and 'grporoc_plugin.v1.trainer' not in sys.modules;"
+        "assert 'grporoc_plugin.v1.trainer' not in sys.modules;"
         "from verl.trainer.ppo.v1 import get_trainer_cls; print(get_trainer_cls('grporoc_sync').__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
