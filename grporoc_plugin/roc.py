@@ -398,39 +398,12 @@ def select_rollouts(
             ``tool_errors`` (failed calls) give the paper's Fig. 4 ratio, ``p_err``/``p_format``/``no_tool`` their
             means among positives, ``void_turns`` feeds the ``void_turn`` pre-filter.
     """
-    cfg = config if config is not None else RoCConfig()
-    if isinstance(cfg, Mapping):
-        cfg = RoCConfig.from_mapping(cfg)
-    if not isinstance(cfg, RoCConfig):
-        raise TypeError(f"config must be a RoCConfig or a mapping of its fields, got {type(cfg).__name__}")
-    codes_all, n_groups_all = factorize_groups(group_ids)
-    m_all = int(codes_all.size)
-    is_pos_all = _row_array(correct, m_all, "correct", bool)
-    pen_all = _row_array(penalty, m_all, "penalty", float)
-    scores_all = None if scores is None else _row_array(scores, m_all, "scores", float)
-    unknown = sorted(set(stats or {}) - set(STAT_KEYS))
-    if unknown:
-        raise ValueError(f"unknown stats {unknown}; known: {list(STAT_KEYS)}")
-    stat_arrays = {
-        name: _row_array(value, m_all, name, bool if name == "no_tool" else float)
-        for name, value in (stats or {}).items()
-        if value is not None
-    }
+    cfg = _as_config(config)
+    batch, scores_all = _input_rows(group_ids, correct, penalty, scores, stats)
 
     # 1. pre-filters: the rest of the pipeline sees the surviving rows only (row numbers mapped back at the end)
-    survivors = np.ones(m_all, dtype=bool)
-    for name in cfg.prefilters:
-        survivors &= np.asarray(rules.get_prefilter(name)(stat_arrays, cfg), dtype=bool)
-    if survivors.all():
-        rows_idx, codes, n_groups = np.arange(m_all), codes_all, n_groups_all
-        is_pos, pen, sub_scores = is_pos_all, pen_all, scores_all
-    else:
-        rows_idx = np.flatnonzero(survivors)
-        codes, n_groups = factorize_groups(codes_all[rows_idx])
-        is_pos, pen = is_pos_all[rows_idx], pen_all[rows_idx]
-        sub_scores = None if scores_all is None else scores_all[rows_idx]
-    nonfinite = ~np.isfinite(pen)
-    pen = np.where(nonfinite, np.inf, pen)
+    rows_idx, grouped_input = _prefilter(batch, scores_all, cfg)
+    codes, n_groups, is_pos, pen, sub_scores = grouped_input
 
     # 2-3. group rejection and group sizes, the same for every rule
     size, n_pos, status = _group_status(codes, n_groups, is_pos, sub_scores, cfg)
@@ -456,23 +429,61 @@ def select_rollouts(
     removed_rows = removed_groups = 0
     if cfg.world_size_align == "drop_groups" and cfg.world_size > 1:
         kept, removed_rows, removed_groups = _align_codes(codes, kept, cfg.world_size, is_pos)
-    kept_mask = np.zeros(codes.size, dtype=bool)
-    kept_mask[kept] = True
 
     # 6. metrics over the input rows (pre-filtered rows count as dropped)
-    kept_all = np.zeros(m_all, dtype=bool)
+    kept_all = np.zeros(batch.codes.size, dtype=bool)
     kept_all[rows_idx[kept]] = True
     metrics = selection_metrics(
-        BatchView(codes_all, n_groups_all, is_pos_all, np.where(np.isfinite(pen_all), pen_all, np.inf), stat_arrays),
+        batch,
         kept_all,
         grouped,
         status,
         result.group_flags,
         cfg,
-        nonfinite_rows=int(nonfinite.sum()),
+        nonfinite_rows=int(np.sum(~np.isfinite(pen))),
         removed=(removed_rows, removed_groups),
     )
     return rows_idx[kept], metrics
+
+
+def _as_config(config: RoCConfig | Mapping[str, Any] | None) -> RoCConfig:
+    cfg = config if config is not None else RoCConfig()
+    if isinstance(cfg, Mapping):
+        cfg = RoCConfig.from_mapping(cfg)
+    if not isinstance(cfg, RoCConfig):
+        raise TypeError(f"config must be a RoCConfig or a mapping of its fields, got {type(cfg).__name__}")
+    return cfg
+
+
+def _input_rows(group_ids, correct, penalty, scores, stats) -> tuple[BatchView, np.ndarray | None]:
+    """Validated (m,) arrays of every input row (non-finite penalties as +inf) and the optional scores."""
+    codes, n_groups = factorize_groups(group_ids)
+    m = int(codes.size)
+    is_pos = _row_array(correct, m, "correct", bool)
+    pen = _row_array(penalty, m, "penalty", float)
+    unknown = sorted(set(stats or {}) - set(STAT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown stats {unknown}; known: {list(STAT_KEYS)}")
+    stat_arrays = {
+        name: _row_array(value, m, name, bool if name == "no_tool" else float)
+        for name, value in (stats or {}).items()
+        if value is not None
+    }
+    batch = BatchView(codes, n_groups, is_pos, np.where(np.isfinite(pen), pen, np.inf), stat_arrays)
+    return batch, None if scores is None else _row_array(scores, m, "scores", float)
+
+
+def _prefilter(batch: BatchView, scores: np.ndarray | None, cfg: RoCConfig):
+    """(surviving row indices, (codes, n_groups, is_pos, penalty, scores) of the survivors, groups renumbered)."""
+    survivors = np.ones(batch.codes.size, dtype=bool)
+    for name in cfg.prefilters:
+        survivors &= np.asarray(rules.get_prefilter(name)(batch.stats, cfg), dtype=bool)
+    if survivors.all():
+        return np.arange(batch.codes.size), (batch.codes, batch.n_groups, batch.is_pos, batch.penalty, scores)
+    rows = np.flatnonzero(survivors)
+    codes, n_groups = factorize_groups(batch.codes[rows])
+    sub_scores = None if scores is None else scores[rows]
+    return rows, (codes, n_groups, batch.is_pos[rows], batch.penalty[rows], sub_scores)
 
 
 class BatchView(NamedTuple):
