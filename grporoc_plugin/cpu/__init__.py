@@ -10,6 +10,9 @@ the e2e tests and the demo::
 
 from __future__ import annotations
 
+#: ``rollout.name`` of the CPU backend's rollout (and reward-model) replicas.
+ROLLOUT_NAME = "hf"
+
 #: Environment that switches the backend on in every verl process (Ray workers inherit it from the driver).
 CPU_ENV: dict[str, str] = {"VERL_PLATFORM": "cpu"}
 
@@ -36,7 +39,7 @@ def cpu_overrides(n_gpus: int = 1, num_cpus: int = 16, ray_temp_dir: str | None 
         f"+ray_kwargs.ray_init.num_gpus={n_gpus}",
         # required: no flash-attn, no vLLM/SGLang, no tensor parallel rollout
         "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-        "actor_rollout_ref.rollout.name=hf",
+        f"actor_rollout_ref.rollout.name={ROLLOUT_NAME}",
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
         # every CPU run so far used FSDP2 (FSDP1 is untested on CPU)
         "actor_rollout_ref.actor.strategy=fsdp2",
@@ -55,3 +58,18 @@ def cpu_overrides(n_gpus: int = 1, num_cpus: int = 16, ray_temp_dir: str | None 
     if ray_temp_dir:
         overrides.append(f"+ray_kwargs.ray_init._temp_dir={ray_temp_dir}")
     return overrides
+
+
+def cpu_reward_model_overrides(model_path: str) -> list[str]:
+    """Hydra overrides for a colocated discriminative reward model served by the CPU backend's ``hf`` replica.
+
+    Colocated = ``enable_resource_pool`` stays False: the reward model shares the trainer's (fake-GPU) pool and
+    scores each batch after sampling. Add ``reward.reward_model.rollout.dtype=float32`` for full-precision scores
+    (verl's default is bfloat16, which the CPU runs as well).
+    """
+    return [
+        "reward.reward_model.enable=True",
+        f"reward.reward_model.model_path={model_path}",
+        f"reward.reward_model.rollout.name={ROLLOUT_NAME}",
+        "reward.reward_model.rollout.tensor_model_parallel_size=1",
+    ]

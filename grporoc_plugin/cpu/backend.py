@@ -8,10 +8,12 @@ registers/patches nothing. With it, it
 * registers and selects a ``cpu`` platform (``PlatformRegistry`` + ``set_platform``): gloo collectives, no-op
   device cache/sync calls, fake Ray "GPU" resources for placement (start Ray with ``num_gpus``);
 * applies the few private-internal fixes in :mod:`grporoc_plugin.cpu.internals` (plain gloo process group, FSDP2
-  engines for ``cpu``, unpinned FSDP2 offload);
+  engines for ``cpu``, unpinned FSDP2 offload, ``hf`` reward models scored through vLLM's ``/classify`` protocol);
 * registers an ``hf`` rollout (``actor_rollout_ref.rollout.name=hf``): a token-in/token-out Ray server backed by
   ``transformers`` ``generate`` that batches concurrent requests, plus the in-worker adapter that pushes the actor's
-  weights to it after every step.
+  weights to it after every step (classes in :mod:`grporoc_plugin.cpu.replica`, loaded on first use). The same
+  replica serves a discriminative reward model (``reward.reward_model.rollout.name=hf``):
+  :mod:`grporoc_plugin.cpu.reward_server`.
 
 Batching knobs (``actor_rollout_ref.rollout.custom`` keys, else env vars, else defaults):
 ``hf_max_batch_size`` / ``GRPOROC_HF_MAX_BATCH`` (64), ``hf_batch_window_ms`` / ``GRPOROC_HF_BATCH_WINDOW_MS`` (10),
@@ -31,13 +33,12 @@ from typing import Any
 import torch
 from verl.plugin.platform import PlatformBase, PlatformRegistry, set_platform
 
-from grporoc_plugin.cpu import internals
+from grporoc_plugin.cpu import ROLLOUT_NAME, internals
 
 logger = logging.getLogger(__name__)
 
 PLATFORM_ENV = "VERL_PLATFORM"
 ACTIVE: bool = os.environ.get(PLATFORM_ENV, "").strip().lower() == "cpu"
-ROLLOUT_NAME = "hf"
 
 
 def is_active() -> bool:
@@ -164,10 +165,6 @@ class PlatformCPU(PlatformBase):
 
 
 # ------------------------------------------------------------------------------------------ HF rollout server
-def _server_name(replica_rank: int) -> str:
-    return f"grporoc_hf_rollout_server_{replica_rank}"
-
-
 def _knob(custom: dict | None, key: str, env: str, default: float) -> float:
     if custom and custom.get(key) is not None:
         return float(custom[key])
@@ -396,59 +393,17 @@ def activate() -> None:
     internals.force_gloo_process_group()
     internals.alias_cpu_engines_to_cuda()
     internals.unpin_fsdp2_offload_policy()
-    internals.register_rollout_adapter(ROLLOUT_NAME, "async", f"{__name__}.HFServerAdapter")
-    RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: HFReplica)
+    internals.route_disrm_engine_to_classify(ROLLOUT_NAME)
+    # both load grporoc_plugin.cpu.replica (verl's heavy replica/adapter bases, ~4 s) only when first used
+    internals.register_rollout_adapter(ROLLOUT_NAME, "async", "grporoc_plugin.cpu.replica.HFServerAdapter")
+    RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
 
 
-if ACTIVE:  # the replica/adapter base classes are heavy to import (~4 s): only load them on the CPU backend
-    import ray
-    from verl.workers.rollout.base import BaseRollout
-    from verl.workers.rollout.replica import RolloutReplica
+def _load_replica():
+    from grporoc_plugin.cpu.replica import HFReplica
 
-    class HFReplica(RolloutReplica):
-        """One ``HFRolloutServer`` Ray actor per replica (it needs no accelerator bundle)."""
+    return HFReplica
 
-        def rollout_worker_use_gpu(self) -> bool:
-            return False
 
-        async def launch_servers(self) -> None:
-            name = _server_name(self.replica_rank) + self.name_suffix
-            actor_cls = ray.remote(HFRolloutServer).options(
-                name=name, num_cpus=0, max_concurrency=self.max_concurrency, get_if_exists=False
-            )
-            server = actor_cls.remote(
-                config=self.config, model_config=self.model_config, replica_rank=self.replica_rank
-            )
-            # RolloutReplica's private server fields (internals.REPLICA_SERVER_ATTRS).
-            self.servers, self._server_handle, self._server_address = [server], server, name
-
-    class HFServerAdapter(BaseRollout):
-        """In the trainer worker (hybrid engine): gathers the actor's fresh weights and pushes them to the server."""
-
-        def __init__(self, config, model_config, device_mesh, replica_rank: int = -1, **kwargs):
-            super().__init__(config, model_config, device_mesh)
-            c = self.config
-            world = c.tensor_model_parallel_size * c.data_parallel_size * c.pipeline_model_parallel_size
-            rank = int(os.environ.get("RANK", 0))
-            self.replica_rank = rank // world if replica_rank == -1 else replica_rank
-            self.is_leader = rank % world == 0
-
-        async def resume(self, tags: list[str]) -> None:
-            pass
-
-        async def release(self) -> None:
-            pass
-
-        async def update_weights(self, weights, wire_format: str = "named_tensors", **kwargs) -> None:
-            if wire_format != "named_tensors":
-                raise NotImplementedError(f"hf rollout: weight wire_format {wire_format!r} is not supported")
-            state = {}
-            for name, tensor in weights:  # every rank drains the generator: it may run FSDP collectives
-                tensor = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-                if self.is_leader:
-                    state[name] = tensor.detach().to("cpu", copy=True)
-            if self.is_leader:
-                server = ray.get_actor(_server_name(self.replica_rank))
-                await server.update_weights.remote(state, global_steps=kwargs.get("global_steps"))
-
+if ACTIVE:
     activate()

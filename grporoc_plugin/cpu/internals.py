@@ -15,7 +15,16 @@ Each one is pinned by a test in ``tests/cpu/test_internals.py`` that fails with 
    registered for devices ``cuda``/``npu`` only; this (undocumented) override makes the lookup use the ``cuda`` entry.
 5. ``RolloutReplica`` subclass protocol: ``launch_servers`` must fill the private attributes ``servers``,
    ``_server_handle`` and ``_server_address``; the replica then calls the server methods named in
-   :data:`SERVER_METHODS_CALLED_BY_VERL`.
+   :data:`SERVER_METHODS_CALLED_BY_VERL`. For a reward model, ``RewardModelManager`` reads ``_server_address`` as
+   ``host:port`` and puts ``http://{address}`` behind its router.
+6. ``RolloutReplica.get_ray_class_with_init_args`` -> ``RayClassWithInitArgs.kwargs`` -> ``CheckpointEngineWorker``,
+   which passes every extra init kwarg on to the adapter (``get_rollout_class(...)(..., **kwargs)``): the ``hf``
+   replica adds :data:`ADAPTER_SERVER_NAME_KWARG` there so a colocated/standalone adapter updates *its* server.
+   The worker reads the adapter's ``replica_rank`` and ``is_leader_rank`` attributes.
+7. ``verl.experimental.reward_loop.reward_loop.RewardLoopWorker.compute_score_disrm`` dispatches on the reward
+   model's engine name and knows only ``vllm``/``sglang``/``trtllm``. For ``hf`` we run verl's own ``vllm`` branch
+   (``_preprocess_reward_inputs``, ``_post_request(payload, "classify")``, score ``data[-1].probs[-1]``) against the
+   HF reward server, which speaks vLLM's ``/classify`` (:mod:`grporoc_plugin.cpu.reward_server`).
 """
 
 from __future__ import annotations
@@ -48,6 +57,10 @@ SERVER_METHODS_CALLED_BY_VERL = (
 )
 #: Private RolloutReplica attributes a replica's ``launch_servers`` must set.
 REPLICA_SERVER_ATTRS = ("servers", "_server_handle", "_server_address")
+#: Extra CheckpointEngineWorker init kwarg (forwarded to the adapter) naming the server it updates.
+ADAPTER_SERVER_NAME_KWARG = "server_name"
+REWARD_LOOP_MODULE = "verl.experimental.reward_loop.reward_loop"
+DISRM_METHOD = f"{REWARD_LOOP_MODULE}.RewardLoopWorker.compute_score_disrm"
 
 
 def register_rollout_adapter(name: str, mode: str, fqn: str) -> None:
@@ -93,6 +106,35 @@ def unpin_fsdp2_offload_policy() -> None:
 def alias_cpu_engines_to_cuda() -> None:
     """Internal 4: let ``EngineRegistry`` resolve the FSDP engines registered for ``cuda`` (a user value wins)."""
     os.environ.setdefault(ENGINE_DEVICE_ENV, "cuda")
+
+
+def _patch_compute_score_disrm(module: ModuleType, engine: str) -> None:
+    worker_cls = getattr(module, "RewardLoopWorker", None)
+    verl_method = getattr(worker_cls, "compute_score_disrm", None)
+    if verl_method is None:
+        raise RuntimeError(f"grporoc_plugin.cpu: verl internal {DISRM_METHOD} is gone")
+    if getattr(verl_method, "_grporoc_engine", None) == engine:
+        return
+    verl_method = getattr(verl_method, "_grporoc_verl_method", verl_method)
+
+    async def compute_score_disrm(self, data):
+        if self.config.reward.reward_model.rollout.name != engine:
+            return await verl_method(self, data)
+        # verl's own vllm branch, verbatim: the HF reward server speaks vLLM's /classify
+        disrm_prompt = await self._preprocess_reward_inputs(data)
+        payload = {"model": self.config.reward.reward_model.model_path, "input": disrm_prompt, "use_activation": False}
+        output = await self._post_request(payload, "classify")
+        return {"reward_score": output["data"][-1]["probs"][-1]}
+
+    compute_score_disrm.__doc__ = verl_method.__doc__
+    compute_score_disrm._grporoc_engine = engine  # type: ignore[attr-defined]
+    compute_score_disrm._grporoc_verl_method = verl_method  # type: ignore[attr-defined]
+    worker_cls.compute_score_disrm = compute_score_disrm
+
+
+def route_disrm_engine_to_classify(engine: str) -> None:
+    """Internal 7: let ``RewardLoopWorker`` score reward models of rollout ``engine`` through vLLM's ``/classify``."""
+    after_import(REWARD_LOOP_MODULE, lambda module: _patch_compute_score_disrm(module, engine))
 
 
 # ---------------------------------------------------------------------------------------------- post-import hooks

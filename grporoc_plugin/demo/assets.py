@@ -218,6 +218,46 @@ def build_model(
     return model
 
 
+def build_reward_model(
+    out_dir: str,
+    tokenizer,
+    num_labels: int = 1,
+    hidden_size: int = 64,
+    intermediate_size: int = 256,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    max_position_embeddings: int = 2048,
+    seed: int = 1,
+):
+    """Save (to ``out_dir``) a random ``Qwen2ForSequenceClassification`` plus ``tokenizer``; returns the model.
+
+    A stand-in discriminative reward model for CPU runs with ``reward.reward_model.enable=True``: verl loads the
+    reward model's tokenizer (and chat template) from the same directory. Its scores are random but deterministic.
+    """
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
+        num_labels=num_labels,
+        bos_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForSequenceClassification(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return model
+
+
 def _rows(problems: list[Problem], split: str, agent_name: str | None) -> list[dict]:
     rows = []
     for index, problem in enumerate(problems):

@@ -22,6 +22,8 @@ state = {
     "hf_adapter": ("hf", "async") in base._ROLLOUT_REGISTRY,
     "pg_default": initialize_global_process_group_ray.__defaults__[1],
 }
+from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+state["disrm_engine"] = getattr(RewardLoopWorker.compute_score_disrm, "_grporoc_engine", None)
 if "--deep" in sys.argv:
     import torch
     from verl.utils.device import get_device_id, get_nccl_backend, get_torch_device
@@ -62,6 +64,7 @@ def test_inert_without_verl_platform():
     assert "cpu" not in state["platforms"], "cpu platform must not be registered without VERL_PLATFORM=cpu"
     assert not state["hf_replica"] and not state["hf_adapter"], "hf rollout must not be registered"
     assert state["pg_default"] is None, "verl's process-group default must stay untouched"
+    assert state["disrm_engine"] is None, "verl's reward-model scoring must stay untouched"
     assert state["device"] != "cpu"  # stock fallback ("cuda" on a CPU box, as without the plugin)
 
 
@@ -71,6 +74,7 @@ def test_active_with_verl_platform_cpu():
     assert state["device"] == "cpu" and state["ccl"] == "gloo" and state["torch_device"] == "cpu"
     assert state["cuda_calls_ok"]
     assert state["pg_default"] == "gloo"
+    assert state["disrm_engine"] == "hf", "hf reward models must be scored through /classify"
     assert state["engine"] == "FSDPEngineWithLMHead"
     assert state["pin_memory"] is False
     assert state["adapter"] == "HFServerAdapter" and state["replica"] == "HFReplica"

@@ -97,8 +97,82 @@ def test_rollout_replica_protocol():
     called |= set(re.findall(r"server\.(\w+)\.remote", inspect.getsource(llm_server.LLMServerClient)))
     missing = called - set(internals.SERVER_METHODS_CALLED_BY_VERL)
     assert not missing, f"verl now calls rollout server methods {missing}: add them to HFRolloutServer"
-    for name in internals.SERVER_METHODS_CALLED_BY_VERL:
-        assert inspect.iscoroutinefunction(getattr(HFRolloutServer, name)), f"HFRolloutServer.{name} missing"
+    from grporoc_plugin.cpu.reward_server import HFRewardServer
+
+    for server_cls in (HFRolloutServer, HFRewardServer):
+        for name in internals.SERVER_METHODS_CALLED_BY_VERL:
+            method = getattr(server_cls, name, None)
+            assert inspect.iscoroutinefunction(method), f"{server_cls.__name__}.{name} missing"
+
+
+def test_checkpoint_engine_worker_forwards_extra_init_kwargs_to_the_adapter():
+    """Internal 6: extra ``RayClassWithInitArgs`` kwargs of a replica reach its adapter's constructor."""
+    from verl.checkpoint_engine.base import CheckpointEngineWorker
+    from verl.single_controller.ray import RayClassWithInitArgs
+    from verl.workers.rollout.replica import RolloutReplica
+
+    spec = RayClassWithInitArgs(cls=object, rollout_config=1, replica_rank=0)
+    assert spec.kwargs == {"rollout_config": 1, "replica_rank": 0}, "RayClassWithInitArgs.kwargs changed"
+    src = inspect.getsource(RolloutReplica.get_ray_class_with_init_args)
+    for kwarg in ("rollout_config=self.config", "model_config=self.model_config", "replica_rank=self.replica_rank"):
+        assert kwarg in src, f"RolloutReplica.get_ray_class_with_init_args no longer passes {kwarg}"
+    init = inspect.getsource(CheckpointEngineWorker.__init__)
+    assert "self.extra_rollout_kwargs = kwargs" in init and "**self.extra_rollout_kwargs," in init, (
+        "CheckpointEngineWorker no longer forwards extra init kwargs to get_rollout_class(...)(...): "
+        f"the hf adapter would lose {internals.ADAPTER_SERVER_NAME_KWARG!r}"
+    )
+    for attr in ("replica_rank", "is_leader_rank"):
+        assert f"return self.server_adapter.{attr}" in inspect.getsource(CheckpointEngineWorker), (
+            f"CheckpointEngineWorker no longer reads the adapter's {attr}: re-check HFServerAdapter"
+        )
+
+
+def test_reward_model_manager_routes_to_server_address():
+    """Internal 5 (reward models): ``_server_address`` is ``host:port``, put behind verl's router as ``http://``."""
+    from verl.experimental.reward_loop.reward_model import RewardModelManager
+
+    src = inspect.getsource(RewardModelManager)
+    assert "self.server_addresses = [server._server_address for server in self.rollout_replicas]" in src
+    assert 'worker_urls = [f"http://{server_address}" for server_address in self.server_addresses]' in src, (
+        "RewardModelManager no longer routes to http://<_server_address>: re-check HFReplica.launch_servers"
+    )
+
+
+def test_reward_loop_worker_disrm_engine_dispatch():
+    """Internal 7: verl's vllm branch of ``compute_score_disrm`` is what the hf route runs, verbatim."""
+    from verl.experimental.reward_loop import reward_loop
+
+    worker = reward_loop.RewardLoopWorker
+    method = getattr(worker.compute_score_disrm, "_grporoc_verl_method", worker.compute_score_disrm)
+    src = inspect.getsource(method)
+    for line in (
+        "engine_name = self.config.reward.reward_model.rollout.name",
+        "disrm_prompt = await self._preprocess_reward_inputs(data)",
+        '"use_activation": False,',
+        'output = await self._post_request(payloads, "classify")',
+        'rm_score = output["data"][-1]["probs"][-1]',
+        'return {"reward_score": rm_score}',
+    ):
+        assert line in src, f"{internals.DISRM_METHOD} changed ({line!r}): re-check the hf route"
+    assert 'raise NotImplementedError(f"RewardLoopManager does not support {engine_name}")' in src
+    assert list(inspect.signature(worker._preprocess_reward_inputs).parameters) == ["self", "data"]
+    assert list(inspect.signature(worker._post_request).parameters)[:3] == ["self", "payload", "endpoint"]
+    assert "return await self.compute_score_disrm(data[-1:])" in inspect.getsource(worker.compute_score), (
+        "RewardLoopWorker.compute_score no longer scores reward models through compute_score_disrm"
+    )
+
+
+def test_disrm_route_is_idempotent(monkeypatch):
+    from verl.experimental.reward_loop import reward_loop
+
+    worker = reward_loop.RewardLoopWorker
+    verl_method = getattr(worker.compute_score_disrm, "_grporoc_verl_method", worker.compute_score_disrm)
+    monkeypatch.setattr(worker, "compute_score_disrm", verl_method)  # verl's own, restored (as found) afterwards
+    internals.route_disrm_engine_to_classify("hf")
+    routed = worker.compute_score_disrm
+    internals.route_disrm_engine_to_classify("hf")
+    assert worker.compute_score_disrm is routed, "patched twice"
+    assert routed is not verl_method and routed._grporoc_verl_method is verl_method
 
 
 def test_cpu_platform_implements_platform_base():
