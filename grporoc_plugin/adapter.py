@@ -94,6 +94,12 @@ class TrajectoryStats(NamedTuple):
     """Tool calls that were never run (beyond max_parallel_calls, unclosed tags; NaN where unknown)."""
     truncated: np.ndarray
     """The response budget was hit (NaN where unknown)."""
+    infra_errors: np.ndarray
+    """Tool calls that failed for infrastructure reasons (sandbox/tool server; never penalised; NaN where unknown)."""
+    verify_timeouts: np.ndarray
+    """The reward's verification timed out (reward info ``verify_timeout``; NaN where unknown)."""
+    verify_errors: np.ndarray
+    """The reward's verification failed with an error (reward info ``verify_error``; NaN where unknown)."""
 
 
 def _number(value: Any, default: float = math.nan) -> float:
@@ -150,6 +156,9 @@ def trajectory_stats(sessions: Sessions, config: PenaltyConfig) -> TrajectorySta
         void_turns=_column(counters, "void_turns", m),
         dropped_tool_calls=_column(counters, "dropped_tool_calls", m),
         truncated=_column(counters, "truncated", m),
+        infra_errors=errors_by_kind["infra"],
+        verify_timeouts=_column(info, "verify_timeout", m),
+        verify_errors=_column(info, "verify_error", m),
     )
 
 
@@ -185,6 +194,14 @@ def behaviour_metrics(correct: np.ndarray, stats: TrajectoryStats, response_len:
     metrics["rollout/dropped_tool_calls_per_traj"] = _mean(stats.dropped_tool_calls)
     metrics["rollout/void_turns_per_traj"] = _mean(stats.void_turns)
     metrics["rollout/truncated_share"] = _mean(stats.truncated)
+    # infrastructure failures: visible here, never in p_err (tool) or acc (reward scores them as wrong, counted)
+    for key, values in (
+        ("rollout/tool_errors_infra", stats.infra_errors),
+        ("rollout/verify_timeouts", stats.verify_timeouts),
+        ("rollout/verify_errors", stats.verify_errors),
+    ):
+        if np.isfinite(values).any():
+            metrics[key] = float(np.nansum(values))
     if response_len is not None:
         metrics["rollout/response_len_all"] = _mean(response_len)
         metrics["rollout/response_len_pos"] = _mean(response_len, pos)
@@ -291,8 +308,20 @@ class RoCStage:
             metrics.update({"roc/rows_before": float(m), "roc/rows_kept": float(m), "roc/rows_dropped": 0.0})
         metrics["roc/enabled"] = float(s.enable)
         metrics["roc/penalty_available"] = available
+        metrics.update(self._accounting(sessions, kept.size))
         metrics.update(behaviour_metrics(correct, stats, sessions.response_len))
         return Selection(kept, metrics)
+
+    def _accounting(self, sessions: Sessions, kept: int) -> dict[str, float]:
+        """Every session the step launched is kept, dropped by selection, or missing (its rollout failed):
+        ``roc/sessions_expected == roc/rows_kept + roc/rows_dropped + roc/sessions_missing``."""
+        per_group = self.settings.oversample_n if self.settings.enable else self.settings.keep_n
+        counts: dict[Hashable, int] = {}
+        for g in sessions.group_ids:
+            counts[g] = counts.get(g, 0) + 1
+        expected = per_group * len(counts)
+        missing = sum(max(0, per_group - c) for c in counts.values())
+        return {"roc/sessions_expected": float(expected), "roc/sessions_missing": float(missing)}
 
     # ------------------------------------------------------------------------------------------ empty batch
 

@@ -72,6 +72,9 @@ def test_train_selection_whole_sessions_and_cleared_keys(transfer_queue, put_gro
     assert metrics["rollout/pos_tool_error_ratio"] == metrics["roc/pos_tool_error_ratio_before"]
     assert metrics["rollout/pos_with_error_share"] == pytest.approx(2 / 14)
     assert metrics["rollout/response_len_all"] > 0 and "rollout/response_len_pos" in metrics
+    # accounting: every launched session is kept, dropped by selection, or missing
+    assert metrics["roc/sessions_expected"] == 24 and metrics["roc/sessions_missing"] == 0
+    assert metrics["rollout/tool_errors_infra"] == 0
     tq.kv_clear(keys=list(kept), partition_id="train")
 
 
@@ -123,6 +126,21 @@ def test_penalties_fall_back_to_the_reward_then_report_unavailable(transfer_queu
         batch, metrics = make_buffer().sample(global_steps=7, partition_id="train", batch_size=1)
     assert metrics["roc/penalty_available"] == 0.0
     assert "pos_tool_error_ratio" not in " ".join(metrics)  # no tool counters: no Fig. 4 ratio, never a fake 0
+    tq.kv_clear(keys=list(batch.keys), partition_id="train")
+
+
+def test_every_session_is_accounted_for_when_rollouts_fail(transfer_queue, put_group):
+    """A group whose rollouts partly failed arrives short (verl keeps failed groups sampleable): it is counted as
+    missing sessions, and kept + dropped + missing = launched; infra tool errors are reported, not penalised."""
+    tq = transfer_queue
+    full = [{"acc": a, "calls": 1} for a in [1, 0] * 4]
+    short = [{"acc": a, "calls": 1} for a in [1, 0, 1]]  # 5 of 8 sessions failed
+    put_group(tq, "h1", full)
+    put_group(tq, "h2", short)
+    batch, metrics = make_buffer().sample(global_steps=8, partition_id="train", batch_size=2)
+    assert metrics["roc/sessions_expected"] == 16 and metrics["roc/sessions_missing"] == 5
+    assert metrics["roc/rows_kept"] + metrics["roc/rows_dropped"] + metrics["roc/sessions_missing"] == 16
+    assert metrics["roc/small_groups_dropped"] == 1
     tq.kv_clear(keys=list(batch.keys), partition_id="train")
 
 
