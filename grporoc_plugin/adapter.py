@@ -36,6 +36,8 @@ from grporoc_plugin.config import (
     validate_run_config,
 )
 from grporoc_plugin.penalties import ERROR_KINDS, PenaltyConfig, combine_penalties, structured_penalties
+from grporoc_plugin.rc.metrics import rc_metrics, session_tokens
+from grporoc_plugin.rc.settings import RCSettings, rc_settings_from_config
 from grporoc_plugin.roc import select_rollouts
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ __all__ = ["RoCStage", "Sessions", "TrajectoryStats", "behaviour_metrics", "traj
 PENALTY_COUNTERS = ("tool_calls", "assistant_turns", "answer_tags", "answer_tags_balanced")
 #: Other agent-loop counters the behaviour metrics read.
 STAT_COUNTERS = ("truncated", "void_turns", "dropped_tool_calls")
+#: Per-trajectory fields of RC-GRPO's conditioning hook (grporoc_plugin.rc) the rc/* metrics and stratify_by read.
+CONDITION_FIELDS = ("rc_token", "rc_token_in_prompt")
 _WARNED: set[str] = set()
 
 
@@ -92,6 +96,8 @@ class TrajectoryStats(NamedTuple):
     """Turns with neither a tool call nor an answer (NaN where unknown)."""
     dropped_tool_calls: np.ndarray
     """Tool calls that were never run (beyond max_parallel_calls, unclosed tags; NaN where unknown)."""
+    executed_calls: np.ndarray
+    """Tool calls that reached the tool (calls minus malformed ones answered by the parser; NaN where unknown)."""
     truncated: np.ndarray
     """The response budget was hit (NaN where unknown)."""
     infra_errors: np.ndarray
@@ -155,6 +161,7 @@ def trajectory_stats(sessions: Sessions, config: PenaltyConfig) -> TrajectorySta
         tool_errors=np.where(np.isfinite(calls), tool_errors, np.nan),
         void_turns=_column(counters, "void_turns", m),
         dropped_tool_calls=_column(counters, "dropped_tool_calls", m),
+        executed_calls=calls - np.nan_to_num(errors_by_kind["parse"]),
         truncated=_column(counters, "truncated", m),
         infra_errors=errors_by_kind["infra"],
         verify_timeouts=_column(info, "verify_timeout", m),
@@ -186,6 +193,7 @@ def behaviour_metrics(correct: np.ndarray, stats: TrajectoryStats, response_len:
     )
     metrics["rollout/pos_with_error_share"] = _mean((stats.tool_errors > 0).astype(float), pos_known)
     metrics["rollout/tool_calls_per_traj"] = _mean(stats.tool_calls)
+    metrics["rollout/executed_tool_calls_per_traj"] = _mean(stats.executed_calls)
     metrics["rollout/tool_error_ratio"] = (
         float(np.nansum(stats.tool_errors[known])) / float(np.nansum(stats.tool_calls[known]))
         if np.nansum(stats.tool_calls[known]) > 0
@@ -220,8 +228,16 @@ class Selection(NamedTuple):
 class RoCStage:
     """Settings, penalties, selection and the empty-batch policy of one adapter (see the module docstring)."""
 
-    def __init__(self, settings: RoCSettings, *, adapter: str = "grporoc", reward_manager: str | None = None):
+    def __init__(
+        self,
+        settings: RoCSettings,
+        *,
+        adapter: str = "grporoc",
+        reward_manager: str | None = None,
+        rc: RCSettings | None = None,
+    ):
         self.settings = settings
+        self.rc = rc if rc is not None else RCSettings()  # algorithm.rc: token texts of the rc/* metrics
         self.adapter = adapter
         self.reward_manager = reward_manager
         self.penalty_config = settings.penalty_config()
@@ -240,7 +256,8 @@ class RoCStage:
         for warning in validate_run_config(config, settings, trainer=trainer):
             _warn_once(warning, "grporoc: %s", warning)
         manager = config_get(config, "reward.reward_manager.name")
-        return cls(settings, adapter=adapter, reward_manager=None if manager is None else str(manager))
+        rc = rc_settings_from_config(config)
+        return cls(settings, adapter=adapter, reward_manager=None if manager is None else str(manager), rc=rc)
 
     # ------------------------------------------------------------------------------------------ correctness
 
@@ -300,6 +317,7 @@ class RoCStage:
             seed=s.seed * 1_000_003 + int(step),  # from the seed and the step only: a resumed run selects the same
             scores=values if s.selection.get("rule") == "pods" else None,
             stats=engine_stats,
+            strata=session_tokens(sessions.counters, s.stratify_by, m) if s.stratify_by else None,
         )
         if not s.enable:
             # Everything is trained on; what RoC would have done stays visible under roc/if_enabled/*.
@@ -310,7 +328,30 @@ class RoCStage:
         metrics["roc/penalty_available"] = available
         metrics.update(self._accounting(sessions, kept.size))
         metrics.update(behaviour_metrics(correct, stats, sessions.response_len))
+        metrics.update(rc_metrics(sessions.group_ids, values, correct, sessions.counters, kept, self.rc))
+        if s.dump_dir:
+            self._dump(step, world_size, sessions.group_ids, values, stats, kept)
         return Selection(kept, metrics)
+
+    def _dump(self, step, world_size, group_ids, values, stats: TrajectoryStats, kept: np.ndarray) -> None:
+        """Append this step's selection inputs and result to ``dump_dir/selection.jsonl`` (spec edge case 29: the
+        pre-selection data with the selection mask); :func:`replay_dump` re-runs a record."""
+        import json
+        from pathlib import Path
+
+        record = {
+            "step": int(step),
+            "adapter": self.adapter,
+            "world_size": int(world_size),
+            "group_ids": [str(g) for g in group_ids],
+            "correct_values": [None if not math.isfinite(v) else float(v) for v in values],
+            "counters": {name: np.nan_to_num(getattr(stats, name), nan=-1.0).tolist() for name in _DUMPED_STATS},
+            "kept": kept.tolist(),
+        }
+        path = Path(self.settings.dump_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / "selection.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
 
     def _accounting(self, sessions: Sessions, kept: int) -> dict[str, float]:
         """Every session the step launched is kept, dropped by selection, or missing (its rollout failed):
@@ -355,3 +396,22 @@ class RoCStage:
         order = sorted(range(m), key=lambda i: (first[group_ids[i]], i))
         want = min(m - m % world_size, -(-self.settings.keep_n // world_size) * world_size)
         return np.sort(np.asarray(order[:want], dtype=np.int64))
+
+
+#: TrajectoryStats fields a dump record carries (enough to recompute the penalty and the pre-filters).
+_DUMPED_STATS = ("p_err", "p_format", "available", "tool_calls", "tool_errors", "void_turns")
+
+
+def replay_dump(record: Mapping[str, Any], stage: RoCStage) -> np.ndarray:
+    """Re-run one ``selection.jsonl`` record through ``stage``'s settings; returns the kept session indices.
+
+    A selection depends only on its inputs, the seed and the step (no process state), so a record replays to the
+    ``kept`` it logged in any process, e.g. one resumed from a checkpoint.
+    """
+    dumped = record["counters"]
+    m = len(record["group_ids"])
+    counters = [{"tool_calls": dumped["tool_calls"][i], "void_turns": dumped["void_turns"][i]} for i in range(m)]
+    info = [{"p_err": dumped["p_err"][i], "p_format": dumped["p_format"][i]} for i in range(m)]
+    values = np.array([np.nan if v is None else v for v in record["correct_values"]], dtype=np.float64)
+    sessions = Sessions(record["group_ids"], values, counters, info)
+    return stage.select(sessions, step=record["step"], world_size=record["world_size"]).kept

@@ -81,6 +81,10 @@ class RoCSettings:
     """Fresh batches tried by empty_batch=refill before falling back to keep_one."""
     adv_epsilon: float = 1e-6
     """Epsilon added to the group std by the grpo_roc advantage estimator."""
+    dump_dir: str | None = None
+    """Directory to append each step's selection inputs and kept mask to (selection.jsonl); null = off."""
+    stratify_by: str | None = None
+    """Split RoC's per-sign quotas by this trajectory field (rc_token: keep each group's RC token mix); null = off."""
     selection: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments for grporoc_plugin.roc.RoCConfig (its fields, flat in the yaml)."""
     penalty: Mapping[str, Any] = field(default_factory=dict)
@@ -145,6 +149,12 @@ def roc_section(full_config: Any) -> dict[str, Any] | None:
 def _as_int(key: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise RoCConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _as_optional_str(key: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise RoCConfigError(f"{key} must be a non-empty path or null, got {value!r}")
     return value
 
 
@@ -220,12 +230,27 @@ def resolve_settings(roc: Mapping[str, Any] | None, *, rollout_n: int, trainer: 
         empty_batch=empty_batch,
         max_refills=_as_int("algorithm.roc.max_refills", plugin.get("max_refills", 2), minimum=0),
         adv_epsilon=_as_number("algorithm.roc.adv_epsilon", plugin.get("adv_epsilon", 1e-6), minimum=0.0),
+        dump_dir=_as_optional_str("algorithm.roc.dump_dir", plugin.get("dump_dir")),
+        stratify_by=_as_stratify_by(plugin.get("stratify_by"), selection),
         selection=selection,
         penalty=penalty,
     )
     settings.roc_config()  # let the engine and the penalty config reject their own bad values now
     settings.penalty_config()
     return settings
+
+
+def _as_stratify_by(value: Any, selection: Mapping[str, Any]) -> str | None:
+    """``stratify_by``: null or a per-trajectory field the selection can stratify on (rule roc only)."""
+    if value is None:
+        return None
+    from grporoc_plugin.rc.metrics import STRATIFY_FIELDS
+
+    if value not in STRATIFY_FIELDS:
+        raise RoCConfigError(f"algorithm.roc.stratify_by must be null or one of {list(STRATIFY_FIELDS)}, got {value!r}")
+    if selection.get("rule", "roc") != "roc":
+        raise RoCConfigError(f"algorithm.roc.stratify_by needs algorithm.roc.rule=roc, got {selection['rule']!r}")
+    return value
 
 
 def _resolve_group_sizes(keep_n: Any, oversample_n: Any, rollout_n: int, trainer: str) -> tuple[int, int]:
@@ -452,7 +477,7 @@ def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str
 
     Checks the batch geometry (no synthetic padding rows on a full batch), the trainer mode and reward placement,
     the advantage estimator registration, the DAPO ``filter_groups`` combination, V0's ``balance_batch``
-    requirement, and whether the agent loop records the counters the penalty needs.
+    requirement, whether the agent loop records the counters the penalty needs, and ``algorithm.rc`` (RC-GRPO).
     """
     if trainer not in ("v1", "v0"):
         raise ValueError(f"trainer must be 'v1' or 'v0', got {trainer!r}")
@@ -466,6 +491,9 @@ def validate_run_config(full_config: Any, settings: RoCSettings, *, trainer: str
         _check_v0(geo)
     warnings += _check_estimator(full_config)
     warnings += _check_penalty_source(full_config, settings)
+    from grporoc_plugin.rc.settings import validate_rc_run_config  # algorithm.rc (RC-GRPO)
+
+    warnings += validate_rc_run_config(full_config, stratify_by=settings.stratify_by, trainer=trainer)
     return warnings
 
 
@@ -492,6 +520,9 @@ class StartupCheck:
                 roc, rollout_n=config_get(config, "actor_rollout_ref.rollout.n"), trainer=trainer
             )
             warnings = validate_run_config(config, settings, trainer=trainer)
+            from grporoc_plugin.rc.settings import check_run_tokenizer, rc_settings_from_config
+
+            check_run_tokenizer(config, rc_settings_from_config(config))  # reward tokens vs tokenizer, template
         except RoCConfigError as exc:
             # Hydra turns an exception raised by a callback into a warning and runs the job anyway: exit instead
             raise SystemExit(f"grporoc: invalid configuration: {exc}") from exc

@@ -154,7 +154,8 @@ def isolated_run():
 
 @pytest.fixture
 def run_trainer(isolated_run, ray_temp_dir):
-    """Run a trainer command on the CPU backend for >= 2 steps; assert it finished; return (step lines, output).
+    """Run a trainer command on the CPU backend; assert it finished with the ``expect_steps`` step lines (default 1
+    and 2); return (step lines, output).
 
     The step lines are verl's console ``step:N - key:value ...`` lines keyed by N; the log lands in tmp_path.
     """
@@ -162,7 +163,7 @@ def run_trainer(isolated_run, ray_temp_dir):
 
     from grporoc_plugin.cpu import cpu_env
 
-    def run(cmd: list[str], tmp_path: Path, label: str) -> tuple[dict[int, str], str]:
+    def run(cmd: list[str], tmp_path: Path, label: str, expect_steps=(1, 2)) -> tuple[dict[int, str], str]:
         env = {**os.environ, **cpu_env(), "PYTHONUNBUFFERED": "1"}
         result = isolated_run(cmd, env=env, timeout_s=600, cwd=str(tmp_path), ray_temp_dir=ray_temp_dir)
         (tmp_path / "trainer.log").write_text(result.output)
@@ -172,7 +173,7 @@ def run_trainer(isolated_run, ray_temp_dir):
         steps = {
             int(m.group(1)): line for line in result.output.splitlines() if (m := re.search(r"\bstep:(\d+) - ", line))
         }
-        assert {1, 2} <= set(steps), f"no 'step:1'/'step:2' lines:\n{tail}"
+        assert set(expect_steps) <= set(steps), f"no 'step:N' lines for {expect_steps}:\n{tail}"
         print(f"\n[{label}] wall {result.wall_s:.1f}s, peak RSS {result.peak_rss_gib:.2f} GiB")
         return steps, result.output
 
