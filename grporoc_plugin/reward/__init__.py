@@ -1,5 +1,9 @@
 """GRPO-RoC reward worker: answer verification, truncation rule, RoC penalty counters.
 
+Modules: ``manager`` (the ``grporoc`` reward-loop manager), ``verify`` (answer extraction, math_verify in worker
+processes), ``fastpath`` (verdicts without math_verify, identical to its own, and the verdict cache), ``text``
+(which part of a response is the model's own text), ``overlong`` (DAPO's soft overlong ramp).
+
 Import-light on purpose: the verifier subprocesses import :mod:`grporoc_plugin.reward.verify` and must not pull in
 verl. The ``grporoc`` reward manager registers when :mod:`grporoc_plugin.reward.manager` is imported (done by
 :mod:`grporoc_plugin.register` through verl's plugin entry point).

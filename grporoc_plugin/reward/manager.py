@@ -11,9 +11,14 @@ the sampler's.
 
 Where the inputs come from (streaming reward, ``AgentLoopWorker._compute_score``): one ``DataProto`` per session
 with ``prompts``/``responses``/``attention_mask`` (unpadded), ``non_tensor_batch["tool_extra_fields"]`` (the agent
-loop's ``extra_fields``: tool counters, ``assistant_turns``, ``truncated``), ``__num_turns__`` and ``response_len``.
-There is no ``response_mask`` there; when neither the batch nor ``tool_extra_fields`` carries one, tool outputs are
-cut out of the text by their ``<tool_response>...</tool_response>`` delimiters (hermes/Qwen template).
+loop's ``extra_fields``: tool counters, ``assistant_turns``, ``truncated``, ``model_spans``), ``__num_turns__`` and
+``response_len``. There is no ``response_mask`` there: the model's own tokens come from ``model_spans`` (written by
+``grporoc_tool_agent``), from ``response_mask`` where a batch carries it (colocated path), and otherwise from text
+rules that tool outputs can partly forge (:mod:`grporoc_plugin.reward.text` says exactly what they guard against).
+
+Faults never escape ``run_single``: a sample that raises scores ``wrong_reward`` with ``verify_error=1``, a
+verification past ``verify_timeout_s`` scores wrong with ``verify_timeout=1`` (both are infrastructure counters,
+never tool errors), and :meth:`GrpoRocRewardManager.close` kills every verifier subprocess.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import dataclasses
 import logging
 import math
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,14 +37,21 @@ from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 from grporoc_plugin.config import RoCConfigError, config_get, resolve_settings, roc_section, to_plain
-from grporoc_plugin.penalties import PenaltyConfig, count_answer_tags, structured_penalties
+from grporoc_plugin.penalties import PenaltyConfig, count_answer_tags
 from grporoc_plugin.reward.overlong import dapo_overlong_reward, validate_overlong
+from grporoc_plugin.reward.text import ResponseText, spans_from_mask, split_response, validate_spans
 from grporoc_plugin.reward.verify import ANSWER_EXTRACTIONS, VerifierPool, VerifyOutcome, extract_answer
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 
-__all__ = ["GrpoRocRewardManager", "GrpoRocRewardSettings", "REWARD_EXTRA_KEYS", "TRUNCATED_REWARD_MODES"]
+__all__ = [
+    "GrpoRocRewardManager",
+    "GrpoRocRewardSettings",
+    "REWARD_EXTRA_KEYS",
+    "TRUNCATED_REWARD_MODES",
+    "trajectory_penalties",
+]
 
 TRUNCATED_REWARD_MODES: tuple[str, ...] = ("zero", "constant", "dapo_soft", "verify")
 COUNTER_KEYS: tuple[str, ...] = (
@@ -65,15 +76,18 @@ REWARD_EXTRA_KEYS: tuple[str, ...] = (
     "verify_error",
 )
 _OPTIONS_PATH = "reward.reward_kwargs"
-_TOOL_RESPONSE = re.compile(r"<tool_response>.*?(?:</tool_response>|\Z)", re.DOTALL)
 
 
 @dataclasses.dataclass(frozen=True)
 class GrpoRocRewardSettings:
     """``reward.reward_kwargs`` of the grporoc reward manager."""
 
-    #: "boxed_in_last_answer_tag" (paper: \boxed{} inside the last <answer>...</answer>, model text only) or
-    #: "last_boxed_anywhere" (release: last \boxed{} in the whole decoded response, tool outputs included).
+    #: Where the final answer is read, always from the model's own text except for the last mode:
+    #: "boxed_in_last_answer_tag" (paper: \boxed{} inside the last <answer>...</answer>),
+    #: "last_boxed_anywhere" (the release's rule: the last \boxed{} anywhere in the model's text, a \boxed{} in the
+    #: model's own tool-call code included) or
+    #: "last_boxed_full_text" (the release exactly: the last \boxed{} in the whole decoded response, tool outputs
+    #: included, so a tool output that prints \boxed{...} supplies the answer; for parity checks only).
     answer_extraction: str = "boxed_in_last_answer_tag"
     #: Hard limit in seconds on one verification (a stuck sympy call is killed; the sample scores as wrong).
     verify_timeout_s: float = 5.0
@@ -83,6 +97,10 @@ class GrpoRocRewardSettings:
     verify_memory_mb: int = 2048
     #: Extracted answers longer than this are wrong without being parsed.
     max_answer_chars: int = 1000
+    #: Decide plain numbers and normalised exact matches without math_verify (same verdicts) and cache verdicts.
+    verify_fast_path: bool = True
+    #: Verdicts kept in the (answer, ground truth) cache; 0 disables it.
+    verify_cache_size: int = 65536
     #: Reward of a trajectory that hit the response budget: "zero" (paper: 0, acc 0), "constant" (acc 0, score
     #: truncated_reward_value), "dapo_soft" (acc 0, DAPO soft overlong ramp added to every sample's reward) or
     #: "verify" (release: verified like any other; an earlier correct \boxed{} scores).
@@ -137,6 +155,9 @@ class GrpoRocRewardSettings:
         _require_int(p + "verify_workers", self.verify_workers, minimum=1)
         _require_int(p + "verify_memory_mb", self.verify_memory_mb, minimum=0)
         _require_int(p + "max_answer_chars", self.max_answer_chars, minimum=1)
+        _require_int(p + "verify_cache_size", self.verify_cache_size, minimum=0)
+        if not isinstance(self.verify_fast_path, bool):
+            raise RoCConfigError(f"{p}verify_fast_path must be a bool, got {self.verify_fast_path!r}")
         if self.max_resp_len is None:
             raise RoCConfigError(f"{p}max_resp_len is unset and actor_rollout_ref.rollout.response_length is missing")
         _require_int(p + "max_resp_len", self.max_resp_len, minimum=1)
@@ -207,10 +228,12 @@ class GrpoRocRewardManager(RewardManagerBase):
             timeout_s=s.verify_timeout_s,
             max_answer_chars=s.max_answer_chars,
             memory_mb=s.verify_memory_mb,
+            fast_path=s.verify_fast_path,
+            cache_size=s.verify_cache_size,
         )
 
     def close(self) -> None:
-        """Stop the verifier subprocesses."""
+        """Stop the verifier subprocesses (idempotent)."""
         self.verifier.close()
 
     async def run_single(self, data: DataProto) -> dict:
@@ -219,28 +242,48 @@ class GrpoRocRewardManager(RewardManagerBase):
             return await self._score(data)
         except Exception:  # noqa: BLE001 - one broken sample must not take down the reward loop
             logger.exception("grporoc reward: scoring failed; the sample scores as wrong (verify_error=1)")
-            info = {key: 0 for key in REWARD_EXTRA_KEYS}
-            info.update(acc=0.0, score=float(self.settings.wrong_reward), p_err=1.0, p_format=1.0, verify_error=1)
-            return {"reward_score": float(self.settings.wrong_reward), "reward_extra_info": info}
+            return self._failed(data)
+
+    def _failed(self, data: DataProto) -> dict:
+        """A sample that could not be scored: wrong, ``verify_error=1``. It is an infrastructure fault, not the
+        model's: the tool counters and ``p_err`` still come from the trajectory where they can be read."""
+        wrong = float(self.settings.wrong_reward)
+        info: dict[str, float | int] = {key: 0 for key in REWARD_EXTRA_KEYS}
+        info.update(acc=0.0, score=wrong, verify_error=1)
+        try:
+            nt = {key: values[len(data) - 1] for key, values in data.non_tensor_batch.items()}
+            tef = nt.get("tool_extra_fields")
+            extra = tef if isinstance(tef, Mapping) else {}
+            info.update({key: _count(_lookup(extra, nt, key)) for key in COUNTER_KEYS})
+        except Exception:  # noqa: BLE001 - nothing readable: zero counters
+            pass
+        info["p_err"], info["p_format"] = trajectory_penalties(info, 0, False, 0, False, self.penalty_config)
+        return {"reward_score": wrong, "reward_extra_info": info}
 
     async def _score(self, data: DataProto) -> dict:
         s = self.settings
-        item = data[len(data) - 1]  # multi-output sessions: the last output carries the whole trajectory's reward
-        nt = item.non_tensor_batch
-        responses = item.batch["responses"]
-        prompt_width = item.batch["prompts"].shape[-1]
+        # Multi-output sessions: the last output carries the whole trajectory's reward. Its row is read field by field:
+        # ``data[i]`` would copy every tensor of the row (half of this method's time).
+        last = len(data) - 1
+        batch = data.batch
+        nt = {key: values[last] for key, values in data.non_tensor_batch.items()}
+        responses = batch["responses"][last]
+        prompt_width = batch["prompts"].shape[-1]
         if nt.get("response_len") is not None:
             resp_len = int(nt["response_len"])
         else:
-            resp_len = int(item.batch["attention_mask"][prompt_width:].sum())
+            resp_len = int(batch["attention_mask"][last, prompt_width:].sum())
         resp_len = max(0, min(resp_len, responses.shape[-1]))
         ids = responses[:resp_len].tolist()
         tef = nt.get("tool_extra_fields")
         extra = tef if isinstance(tef, Mapping) else {}
 
-        mask = _response_mask(item, extra, resp_len)
-        loop = asyncio.get_running_loop()
-        full_text, model_text = await loop.run_in_executor(None, self._decode, ids, mask)
+        mask = batch["response_mask"][last] if "response_mask" in batch.keys() else None
+        spans, source = _model_spans(mask, extra, resp_len)
+        full_text_mode = s.answer_extraction == "last_boxed_full_text"
+        text: ResponseText = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: split_response(self._decode, ids, spans, source=source, need_full_text=full_text_mode)
+        )
 
         flag = _lookup(extra, nt, "truncated")
         truncated = bool(flag) if flag is not None else resp_len >= s.max_resp_len
@@ -251,14 +294,13 @@ class GrpoRocRewardManager(RewardManagerBase):
         else:  # verl's tool_agent: num_turns = user_turns + assistant_turns + 1, and assistant turns lead by <= 1
             num_turns = _count(nt.get("__num_turns__"))
             assistant_turns = max(1, num_turns // 2) if resp_len > 0 else 0
-        answer_tags, balanced = count_answer_tags(model_text)
+        answer_tags, balanced = count_answer_tags(text.model_text)
 
         verify_needed = not truncated or s.truncated_reward == "verify"
         if verify_needed:
-            text = model_text if s.answer_extraction == "boxed_in_last_answer_tag" else full_text
-            answer = extract_answer(text, s.answer_extraction, s.max_answer_chars)
-            ground_truth = _ground_truth(nt)
-            outcome = await self.verifier.averify(answer, ground_truth)
+            answer_text = text.full_text if full_text_mode else text.answer_text
+            answer = extract_answer(answer_text, s.answer_extraction, s.max_answer_chars)
+            outcome = await self.verifier.averify(answer, _ground_truth(nt))
         else:  # a failure by definition; verifying a truncated text would only cost time
             outcome = VerifyOutcome(False, "no_answer")
         if outcome.status in ("timeout", "error"):
@@ -273,14 +315,8 @@ class GrpoRocRewardManager(RewardManagerBase):
         elif s.truncated_reward == "dapo_soft":
             score += dapo_overlong_reward(resp_len, s.max_resp_len, s.overlong_buffer_len, s.overlong_penalty_factor)
 
-        p_err, p_format, _ = structured_penalties(
-            [counters["tool_calls"]],
-            {kind: [counters[f"tool_errors_{kind}"]] for kind in ("parse", "exec", "timeout", "infra")},
-            [answer_tags],
-            [int(balanced)],
-            [assistant_turns],
-            config=self.penalty_config,
-            truncated=[int(truncated)],
+        p_err, p_format = trajectory_penalties(
+            counters, answer_tags, balanced, assistant_turns, truncated, self.penalty_config
         )
         info = {
             "acc": acc,
@@ -290,26 +326,16 @@ class GrpoRocRewardManager(RewardManagerBase):
             "answer_tags": int(answer_tags),
             "answer_tags_balanced": int(balanced),
             "assistant_turns": int(assistant_turns),
-            "p_err": float(p_err[0]),
-            "p_format": float(p_format[0]),
+            "p_err": p_err,
+            "p_format": p_format,
             "verify_timeout": int(outcome.timed_out),
             "verify_error": int(outcome.errored),
         }
         return {"reward_score": float(score), "reward_extra_info": info}
 
-    def _decode(self, ids: list[int], mask: list[int] | None) -> tuple[str, str]:
-        """(whole response, model-generated spans only), special tokens skipped as verl's managers do."""
-        full_text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if mask is None:
-            return full_text, _TOOL_RESPONSE.sub("\n", full_text)
-        spans, start = [], None
-        for i, m in enumerate([*mask, 0]):
-            if m and start is None:
-                start = i
-            elif not m and start is not None:
-                spans.append(self.tokenizer.decode(ids[start:i], skip_special_tokens=True))
-                start = None
-        return full_text, "\n".join(spans)
+    def _decode(self, ids: list[int]) -> str:
+        """Special tokens skipped, as verl's managers decode."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
@@ -323,17 +349,37 @@ def _penalty_config(config: Any) -> PenaltyConfig:
     return resolve_settings(section, rollout_n=rollout_n, trainer="v1" if use_v1 else "v0").penalty_config()
 
 
-def _response_mask(item, extra: Mapping, resp_len: int) -> list[int] | None:
-    """1 = model-generated token. From the batch (colocated path) or the agent loop's extra fields, else None."""
-    mask = None
-    if "response_mask" in item.batch.keys():
-        mask = item.batch["response_mask"]
-    elif extra.get("response_mask") is not None:
-        mask = extra["response_mask"]
-    if mask is None:
-        return None
-    mask = [int(bool(m)) for m in (mask.tolist() if hasattr(mask, "tolist") else list(mask))][:resp_len]
-    return mask + [1] * (resp_len - len(mask))
+def trajectory_penalties(
+    counters: Mapping[str, int],
+    answer_tags: int,
+    balanced: bool,
+    assistant_turns: int,
+    truncated: bool,
+    config: PenaltyConfig,
+) -> tuple[float, float]:
+    """(p_err, p_format) of one trajectory: :func:`grporoc_plugin.penalties.structured_penalties` for a batch of one
+    (same floats, pinned by a test), without its ~0.2 ms of numpy set-up per call. Counters are ints >= 0."""
+    calls = counters["tool_calls"]
+    errors = float(sum(counters[f"tool_errors_{kind}"] for kind in config.error_kinds))
+    p_err = min(max(errors / calls, 0.0), 1.0) if calls > 0 else config.no_tool_p_err
+    turns = float(max(assistant_turns, 0))
+    if config.turn_count == "compat":
+        turns = max(turns - 1.0 - float(truncated), 0.0)
+    ok = answer_tags >= 1 and balanced and turns > 0
+    p_format = min((answer_tags - 1.0) / turns, 1.0) if ok else 1.0
+    return float(p_err), float(p_format)
+
+
+def _model_spans(mask, extra: Mapping, resp_len: int) -> tuple[list[tuple[int, int]] | None, str]:
+    """The model-generated token ranges: from the batch's response_mask row (colocated path), else the agent loop's
+    ``model_spans`` (streaming path), else None (text fallback, see :mod:`grporoc_plugin.reward.text`)."""
+    if mask is not None:
+        mask = mask[:resp_len].tolist()
+        return spans_from_mask(mask + [1] * (resp_len - len(mask))), "response_mask"
+    spans = extra.get("model_spans")
+    if spans is not None:
+        return validate_spans(spans, resp_len), "model_spans"
+    return None, "delimiters"
 
 
 def _lookup(extra: Mapping, non_tensor: Mapping, key: str) -> Any:

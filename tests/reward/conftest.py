@@ -88,10 +88,13 @@ def make_session(
     num_turns: int | None = None,
     truncate_to: int | None = None,
     with_response_mask: bool = False,
+    with_model_spans: bool = False,
 ) -> DataProto:
     """One trajectory as the reward loop receives it. ``segments`` are (text, model_generated) response pieces;
     ``truncate_to`` cuts the response to that many tokens (the agent loop's budget cut); ``with_response_mask`` adds
-    the batch-path ``response_mask`` (V0 colocated reward), which the streaming path does not carry."""
+    the batch-path ``response_mask`` (V0 colocated reward), which the streaming path does not carry;
+    ``with_model_spans`` adds what ``grporoc_tool_agent`` writes for the streaming path instead,
+    ``tool_extra_fields["model_spans"]`` (computed by the agent loop's own helper, before any cut)."""
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
     prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
@@ -101,6 +104,11 @@ def make_session(
         ids = tokenizer.encode(text, add_special_tokens=False)
         response_ids += ids
         mask += [int(is_model)] * len(ids)
+    extra_fields = dict(extra_fields or {})
+    if with_model_spans:
+        from grporoc_plugin.tools import model_spans
+
+        extra_fields["model_spans"] = model_spans(mask)
     if truncate_to is not None:
         response_ids, mask = response_ids[:truncate_to], mask[:truncate_to]
     prompts = torch.tensor(prompt_ids, dtype=torch.int64)
@@ -127,7 +135,7 @@ def make_session(
     non_tensor = {k: np.array([v] if not isinstance(v, list) else [None], dtype=object) for k, v in kwargs.items()}
     non_tensor["raw_prompt"][0] = messages
     tef = np.empty(1, dtype=object)
-    tef[0] = dict(extra_fields or {})
+    tef[0] = extra_fields
     non_tensor.update(
         {
             "__num_turns__": np.array([2 if num_turns is None else num_turns]),
