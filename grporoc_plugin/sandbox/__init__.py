@@ -1,5 +1,7 @@
-"""Sandbox for untrusted, model-written Python: a pre-warmed fork server with per-run PID namespaces, no network,
-rlimits and a scrubbed environment; a fresh-subprocess and a SandboxFusion backend; a Ray actor pool for scale.
+"""Sandbox for untrusted, model-written Python (docs/sandbox.md): a fork server whose runs are forked from a template
+that never held another request, each run in its own PID, mount, network and IPC namespaces with its own scratch
+tmpfs, memory and pids cgroups (root), rlimits, no capabilities and a seccomp filter; a status the snippet cannot
+forge; a fresh-subprocess and a SandboxFusion backend; a Ray actor pool for scale.
 
 Importing this package starts nothing and imports neither Ray nor verl.
 """

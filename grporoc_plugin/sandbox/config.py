@@ -10,6 +10,8 @@ from typing import Literal
 
 Status = Literal["ok", "exec_error", "timeout", "memory_error", "output_limit", "sandbox_error"]
 STATUSES: tuple[str, ...] = ("ok", "exec_error", "timeout", "memory_error", "output_limit", "sandbox_error")
+#: Per-run isolation layers that ``SandboxConfig.disable_layers`` may switch off (to measure what each one costs).
+LAYERS = ("pidns", "netns", "ipcns", "scratch", "seccomp", "memcg", "pidcg", "uid")
 ISOLATION_MODES = ("auto", "namespaces", "bwrap", "none")
 REQUIREMENTS = ("none", "network", "pid", "filesystem", "full")
 BACKENDS = ("forkserver", "subprocess", "sandbox_fusion")
@@ -47,11 +49,14 @@ class SandboxConfig:
     """auto (best available: namespaces, else bwrap, else none) | namespaces | bwrap | none (rlimits + process tree
     only: NO filesystem isolation, snippets can read whatever uid 0 without capabilities can)."""
     require_isolation: str = "none"
-    """Refuse to start with less: none | network | pid | filesystem | full (network + pid + filesystem)."""
+    """Refuse to start with less: none | network | pid | filesystem | full (network + pid + filesystem, and every
+    run in its own network and IPC namespaces under the seccomp filter)."""
     timeout_s: float = 4.0
     """Default wall-clock limit per execution (RLIMIT_CPU is set to ceil(timeout)+1 as a backstop)."""
     memory_mb: int = 384
-    """Default address-space limit (RLIMIT_AS) of the snippet process in MiB; it includes the interpreter itself."""
+    """Default memory limit of a run in MiB: RLIMIT_AS of each of its processes (it includes the interpreter), and
+    where cgroups are available (root) the limit of the run's memory cgroup, which counts all of the run's memory:
+    every process, its scratch files, shared memory and memfds."""
     max_output_bytes: int = 1 << 20
     """Cap per stream (stdout, stderr); more than this ends the run with status output_limit."""
     max_file_bytes: int = 64 << 20
@@ -59,9 +64,10 @@ class SandboxConfig:
     max_open_files: int = 256
     """RLIMIT_NOFILE of the snippet."""
     max_processes: int = 256
-    """RLIMIT_NPROC of the snippet (enforced for non-root users; PID namespaces contain root's)."""
+    """Processes (and threads) a run may have at once: its pids cgroup where available, else RLIMIT_NPROC counted in
+    the run slot's own user namespace (unprivileged hosts) or per uid (rlimits-only mode)."""
     tmpfs_mb: int = 512
-    """Size of the private tmpfs holding run directories (namespaces/bwrap isolation)."""
+    """Size of each run's own scratch tmpfs (its /tmp, /var/tmp and /dev/shm; namespaces/bwrap isolation)."""
     max_concurrency: int = 0
     """Executions running at once per pool (more are queued in the fork server); 0 = 2 x CPU count."""
     python: str = sys.executable
@@ -85,6 +91,9 @@ class SandboxConfig:
     """URL of a SandboxFusion /run_code endpoint (backend sandbox_fusion)."""
     sandbox_fusion_max_concurrency: int = 32
     """Concurrent HTTP calls to SandboxFusion per pool."""
+    disable_layers: tuple[str, ...] = ()
+    """For measurement only (benchmarks/bench_sandbox.py): per-run layers to switch off, from ``LAYERS``. Each one
+    switched off weakens isolation; never set this for untrusted code."""
 
     def __post_init__(self) -> None:
         def bad(key: str, msg: str) -> SandboxConfigError:
@@ -101,6 +110,12 @@ class SandboxConfig:
         for key in ("memory_mb", "max_output_bytes", "max_file_bytes", "max_open_files", "max_processes", "tmpfs_mb"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 raise bad(key, f"must be a positive int, got {getattr(self, key)!r}")
+        if isinstance(self.disable_layers, (list, str)):
+            value = (self.disable_layers,) if isinstance(self.disable_layers, str) else tuple(self.disable_layers)
+            object.__setattr__(self, "disable_layers", value)
+        for name in self.disable_layers:
+            if name not in LAYERS:
+                raise bad("disable_layers", f"{name!r} is not one of {LAYERS}")
         if isinstance(self.extra_ro_paths, (list, str)):
             object.__setattr__(
                 self,
@@ -137,8 +152,5 @@ class ExecutionResult:
     exit_code: int | None = None
     duration_s: float = 0.0
     detail: str = ""
-    """Why, for sandbox_error / output_limit / timeout (machinery message, never the snippet's output)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
+    """Why, for sandbox_error / output_limit / timeout / memory_error (machinery message, never the snippet's
+    output)."""

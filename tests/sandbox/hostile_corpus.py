@@ -98,7 +98,8 @@ CASES: list[tuple[str, str, set[str], set[str]]] = [
     ("read_repo_secret", "open({repo_secret!r}).read()", {"exec_error"}, {"mount"}),
     (
         "list_root_and_home",
-        "import os\nprint(sorted(os.listdir('/')))\nprint(sorted(os.listdir('/root')))\n"
+        "import os\nprint(sorted(os.listdir('/')))\n"
+        "print(sorted(os.listdir('/root')) if os.path.isdir('/root') else [])\n"
         "print([os.path.exists(p) for p in ('/home', '/opt', '/run', '/var/lib', '/sys', '/mnt', '/srv')])\n",
         {"ok"},
         {"mount"},
