@@ -31,6 +31,39 @@ def tiny_assets(tmp_path_factory) -> dict[str, str]:
     return paths
 
 
+def sft_policy(tiny_assets: dict, out: Path, *, mix: dict, steps: int = 40, problems: int = 64) -> str:
+    """The tiny policy after a short SFT on the quick start's executed trajectories of the given ``mix`` of kinds
+    (clean / fix / no_tool); saved with its tokenizer and a tool_config.yaml next to it. ~20 s on 2 free cores."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from grporoc_plugin.demo.run import write_tool_config
+    from grporoc_plugin.demo.sft import SFTConfig, train_sft
+    from grporoc_plugin.demo.trajectories import ToolRunner, build_trajectories, make_problems
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_assets["model"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_assets["model"], dtype=torch.float32)
+    runner = ToolRunner(str(write_tool_config(out / "tool_config.yaml")))
+    try:
+        trajectories = build_trajectories(make_problems(problems, seed=1), tokenizer, runner, mix=mix)
+    finally:  # this process needs no sandbox any more (the trainer's workers start their own)
+        close = getattr(runner.tools[runner.tool_name].executor(), "close", None)
+        if close is not None:
+            close()
+    cfg = SFTConfig(steps=steps, batch_size=8, lr=1e-2, warmup_steps=5)
+    train_sft(model, trajectories, tokenizer.pad_token_id, cfg, log=None)
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    return str(out / "model")
+
+
+@pytest.fixture(scope="session")
+def tool_policy(tiny_assets, tmp_path_factory) -> str:
+    """Shared by the end-to-end runs that need tool calls: a 40-step SFT on clean / fix-after-error trajectories,
+    so ``grporoc_tool_agent`` sees real ``<tool_call>`` blocks (most malformed: they count as parse errors)."""
+    return sft_policy(tiny_assets, tmp_path_factory.mktemp("tool_policy"), mix={"clean": 1, "fix": 1})
+
+
 @dataclass
 class IsolatedRun:
     """Outcome of :func:`run_isolated`."""

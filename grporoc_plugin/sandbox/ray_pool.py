@@ -63,7 +63,13 @@ class RaySandboxPool:
         if num_actors < 1:
             raise SandboxConfigError(f"RaySandboxPool.num_actors must be >= 1, got {num_actors}")
         self.config = config or SandboxConfig()
-        opts: dict[str, Any] = {"num_cpus": num_cpus_per_actor, "max_concurrency": max_concurrency_per_actor}
+        # A killed actor (node loss, OOM, a crash) is restarted by Ray: calls in flight on it end as sandbox_error
+        # (infrastructure, never penalised), later calls reach the new actor.
+        opts: dict[str, Any] = {
+            "num_cpus": num_cpus_per_actor,
+            "max_concurrency": max_concurrency_per_actor,
+            "max_restarts": -1,
+        }
         if spread:
             opts["scheduling_strategy"] = "SPREAD"
         self.actors = [SandboxActor.options(**opts).remote(self.config) for _ in range(num_actors)]

@@ -29,45 +29,12 @@ from grporoc_plugin.cpu import cpu_overrides, cpu_reward_model_overrides
 
 CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
 PROMPTS, G, OVERSAMPLE = 4, 4, 8
-SFT_STEPS = 40  # enough for <tool_call> blocks (mostly malformed) in ~1 of 4 sessions; ~20 s on 2 free cores
 
 
 def _metric(line: str, key: str) -> float:
     match = re.search(rf"{re.escape(key)}:(?:np\.float64\()?([-+0-9.eE]+|nan)", line)
     assert match, f"metric {key} missing from: {line[:300]}"
     return float(match.group(1))
-
-
-@pytest.fixture(scope="module")
-def tool_policy(tiny_assets, tmp_path_factory) -> str:
-    """The tiny policy after a short SFT on executed clean / fix-after-error tool-use trajectories."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from grporoc_plugin.demo.run import write_tool_config
-    from grporoc_plugin.demo.sft import SFTConfig, train_sft
-    from grporoc_plugin.demo.trajectories import ToolRunner, build_trajectories, make_problems
-
-    out = tmp_path_factory.mktemp("tool_policy")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_assets["model"])
-    model = AutoModelForCausalLM.from_pretrained(tiny_assets["model"], dtype=torch.float32)
-    runner = ToolRunner(str(write_tool_config(out / "tool_config.yaml")))
-    try:
-        trajectories = build_trajectories(make_problems(64, seed=1), tokenizer, runner, mix={"clean": 1, "fix": 1})
-    finally:  # this process needs no sandbox any more (the trainer's workers start their own)
-        close = getattr(runner.tools[runner.tool_name].executor(), "close", None)
-        if close is not None:
-            close()
-    train_sft(
-        model,
-        trajectories,
-        tokenizer.pad_token_id,
-        SFTConfig(steps=SFT_STEPS, batch_size=8, lr=1e-2, warmup_steps=5),
-        log=None,
-    )
-    model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
-    return str(out / "model")
 
 
 @pytest.fixture(scope="module")

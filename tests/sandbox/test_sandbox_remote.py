@@ -94,5 +94,18 @@ def test_ray_sandbox_pool_local_cluster():
             assert [r.stdout for r in results] == [f"{i * 3}\n" for i in range(40)]
             assert pool.execute("while True: pass", timeout_s=0.3).status == "timeout"
             assert all(s["active"] == 0 and s["workdirs"] == 0 for s in pool.stats())
+            # a killed actor is restarted by Ray: a call that reaches it meanwhile is an infrastructure error
+            # (sandbox_error, never a model error), later calls run again on both actors
+            import os
+            import signal
+            import time
+
+            os.kill(pool.actor_info[0]["pid"], signal.SIGKILL)
+            statuses, deadline = [], time.monotonic() + 90
+            while time.monotonic() < deadline and statuses[-6:] != ["ok"] * 6:
+                statuses.append(pool.execute("print(1)").status)
+            assert set(statuses) <= {"ok", "sandbox_error"} and statuses[-6:] == ["ok"] * 6, statuses
+            pids = {ray.get(a.info.remote())["pid"] for a in pool.actors}
+            assert len(pids) == 2 and pool.actor_info[0]["pid"] not in pids
     finally:
         ray.shutdown()
