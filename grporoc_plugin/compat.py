@@ -38,6 +38,7 @@ COMPONENT_INTERNALS: dict[str, tuple[str, ...]] = {
     "agent loop grporoc_tool_agent": ("TOOL_AGENT_HOOKS", "TOOL_EXCEPTION_PREFIX"),
     "reward manager grporoc (streaming inputs)": ("STREAMING_REWARD_FIELDS",),
     "doctor": ("PRIVATE_REGISTRIES",),
+    "RC-GRPO conditioning hook (grporoc_plugin.rc)": ("AGENT_LOOP_WORKER_HOOKS", "ROLLOUT_N_FIELD"),
 }
 
 
@@ -192,6 +193,23 @@ TOOL_EXCEPTION_PREFIX = "Error executing tool"
 #: STREAMING_REWARD_FIELDS: ``AgentLoopWorker._compute_score`` hands the reward worker the agent loop's
 #: ``extra_fields`` under this non-tensor key (plus ``response_len`` and ``__num_turns__``).
 TOOL_EXTRA_FIELDS = "tool_extra_fields"
+
+
+# ------------------------------------------------------------------------------------- RC-GRPO conditioning hook
+
+#: AGENT_LOOP_WORKER_HOOKS: ``AgentLoopWorker._run_agent_loop(sampling_params, trajectory, *, agent_name, trace,
+#: **kwargs)`` builds the agent loop and calls ``run(sampling_params, **kwargs)`` with the prompt's fields
+#: (``raw_prompt`` among them), then ``_agent_loop_postprocess(output, validate, **kwargs)`` (V0's worker and
+#: ``AgentLoopWorkerTQ``); managers start ``self.agent_loop_workers_class`` in ``_init_agent_loop_workers``; V1's
+#: ``_run_prompt`` passes every prompt field and ``session_id`` to each session.
+AGENT_LOOP_WORKER_HOOKS = ("_run_agent_loop", "_agent_loop_postprocess", "agent_loop_workers_class")
+
+
+def agent_loop_worker_tq_class() -> type:
+    """AGENT_LOOP_WORKER_HOOKS: the class behind verl's ``@ray.remote`` ``AgentLoopWorkerTQ`` (to subclass it)."""
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
+
+    return AgentLoopWorkerTQ.__ray_actor_class__
 
 
 # --------------------------------------------------------------------------------------------- private registries

@@ -381,6 +381,7 @@ def select_rollouts(
     seed: int | None = 0,
     scores: Any = None,
     stats: Mapping[str, Any] | None = None,
+    strata: Any = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Select the rollouts to train on; return (sorted int64 kept indices, ``roc/*`` metrics).
 
@@ -397,9 +398,13 @@ def select_rollouts(
         stats: optional (m,) per-trajectory statistics, keys from :data:`STAT_KEYS`: ``tool_calls`` and
             ``tool_errors`` (failed calls) give the paper's Fig. 4 ratio, ``p_err``/``p_format``/``no_tool`` their
             means among positives, ``void_turns`` feeds the ``void_turn`` pre-filter.
+        strata: optional (m,) stratum of each trajectory (any hashable, e.g. its RC-GRPO token): a rule with
+            ``supports_strata`` (``roc``) splits each group's per-sign quota across the strata in proportion to
+            their counts, so the kept mix of every (group, sign) follows the rollout mix.
     """
     cfg = _as_config(config)
     batch, scores_all = _input_rows(group_ids, correct, penalty, scores, stats)
+    strata_codes = _strata_codes(strata, batch.codes.size, cfg.rule)
 
     # 1. pre-filters: the rest of the pipeline sees the surviving rows only (row numbers mapped back at the end)
     rows_idx, grouped_input = _prefilter(batch, scores_all, cfg)
@@ -416,6 +421,7 @@ def select_rollouts(
         size=size,
         n_pos=n_pos,
         selectable=status.selectable,
+        strata=None if strata_codes is None else strata_codes[rows_idx],
     )
 
     # 4. the rule chooses inside the larger groups
@@ -453,6 +459,18 @@ def _as_config(config: RoCConfig | Mapping[str, Any] | None) -> RoCConfig:
     if not isinstance(cfg, RoCConfig):
         raise TypeError(f"config must be a RoCConfig or a mapping of its fields, got {type(cfg).__name__}")
     return cfg
+
+
+def _strata_codes(strata: Any, m: int, rule: str) -> np.ndarray | None:
+    """(m,) int64 codes of the strata (numbered by first appearance), or None; a rule must support them."""
+    if strata is None:
+        return None
+    if not getattr(rules.get_selection_rule(rule), "supports_strata", False):
+        raise ValueError(f"selection rule {rule!r} does not support strata (stratified selection needs rule 'roc')")
+    codes, _ = factorize_groups(strata)
+    if codes.size != m:
+        raise ValueError(f"strata must be 1-D with one entry per trajectory ({m}), got {codes.size}")
+    return codes
 
 
 def _input_rows(group_ids, correct, penalty, scores, stats) -> tuple[BatchView, np.ndarray | None]:

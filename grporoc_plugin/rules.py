@@ -42,6 +42,7 @@ __all__ = [
     "get_prefilter",
     "get_selection_rule",
     "registered_components",
+    "stratified_quota",
     "register_count_rule",
     "register_negative_ranker",
     "register_positive_ranker",
@@ -84,6 +85,8 @@ class GroupedRows(NamedTuple):
     """(G,) int64 positives per group."""
     selectable: np.ndarray
     """(G,) bool: groups with more than keep_n rows that were not rejected, where the rule chooses."""
+    strata: np.ndarray | None = None
+    """(m,) int64 stratum code per row (e.g. the RC-GRPO token), or None; rules that read it set ``supports_strata``."""
 
 
 class RuleRngs(NamedTuple):
@@ -308,13 +311,44 @@ def _first_per_block(block: np.ndarray, quota_of_block: np.ndarray, *keys: np.nd
     return kept
 
 
+def stratified_quota(
+    block: np.ndarray, quota_of_block: np.ndarray, strata: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split each block's quota across the strata of its rows in proportion to their counts (largest remainder).
+
+    Returns (sub-block code per row, quota per sub-block) for :func:`_first_per_block`. Integer arithmetic: stratum
+    ``s`` of a block with ``c_s`` of its ``c`` rows gets ``floor(q * c_s / c)`` plus one of the ``q - sum(floor)``
+    leftover rows if its remainder is among the largest (ties: the larger stratum, then the lower stratum code).
+    Never more than a stratum has, and the sub-quotas of a block sum to its quota.
+    """
+    n_blocks = int(quota_of_block.size)
+    n_strata = int(strata.max()) + 1 if strata.size else 1
+    sub = block * n_strata + strata
+    count_sub = np.bincount(sub, minlength=n_blocks * n_strata).astype(np.int64)
+    parent = np.arange(count_sub.size) // n_strata
+    count_block = np.bincount(block, minlength=n_blocks).astype(np.int64)[parent]
+    numerator = quota_of_block.astype(np.int64)[parent] * count_sub
+    denominator = np.maximum(count_block, 1)
+    base, remainder = numerator // denominator, numerator % denominator
+    leftover = quota_of_block.astype(np.int64) - np.bincount(parent, weights=base, minlength=n_blocks).astype(np.int64)
+    order = np.lexsort((np.arange(count_sub.size), -count_sub, -remainder, parent))
+    starts = np.ones(order.size, dtype=bool)
+    starts[1:] = parent[order][1:] != parent[order][:-1]
+    positions = np.arange(order.size)
+    rank = positions - np.maximum.accumulate(np.where(starts, positions, 0))
+    extra = np.zeros(count_sub.size, dtype=np.int64)
+    extra[order] = (rank < leftover[parent[order]]) & (remainder[order] > 0)
+    return sub, base + extra
+
+
 # ------------------------------------------------------------------------------------------------ selection rules
 
 
 @register_selection_rule("roc")
 def roc_rule(rows: GroupedRows, config: Any, rngs: RuleRngs) -> RuleResult:
     """GRPO-RoC: per-sign quotas from ``count_rule``; positives by ``positive_mode``, negatives by
-    ``negative_mode``. With topk / first_k / release_round this is the public release exactly."""
+    ``negative_mode``. With topk / first_k / release_round this is the public release exactly. With ``rows.strata``
+    each sign's quota is split across the strata in proportion (:func:`stratified_quota`), ranked within each."""
     n_neg = rows.size - rows.n_pos
     quota = get_count_rule(config.count_rule)(rows.n_pos, n_neg, config.keep_n, config.min_pos, config.min_neg)
     keep_all = quota.keep_all & rows.selectable
@@ -327,6 +361,8 @@ def roc_rule(rows: GroupedRows, config: Any, rngs: RuleRngs) -> RuleResult:
     key = np.where(rows.is_pos, pos_key, neg_key)
     block = rows.codes * 2 + (~rows.is_pos)  # (group, sign)
     quota_of_block = np.stack([q_pos, q_neg], axis=1).reshape(-1)
+    if rows.strata is not None:  # the kept (sign, stratum) mix of each group follows its rollout mix
+        block, quota_of_block = stratified_quota(block, quota_of_block, rows.strata)
     if config.tie_break == "random":
         tie = np.where(rows.is_pos, rngs.tie.random(rows.codes.size), 0.0)
         kept = _first_per_block(block, quota_of_block, key, tie)
@@ -338,6 +374,9 @@ def roc_rule(rows: GroupedRows, config: Any, rngs: RuleRngs) -> RuleResult:
         "count_repaired": quota.repaired & choose,
     }
     return RuleResult(kept, flags)
+
+
+roc_rule.supports_strata = True  # type: ignore[attr-defined]
 
 
 @register_selection_rule("uniform")

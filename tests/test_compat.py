@@ -153,3 +153,34 @@ def test_PRIVATE_REGISTRIES():
     assert "grporoc_hermes" in compat.registered_tool_parsers()
     assert "grporoc_tool_agent" in compat.registered_agent_loops()
     assert {"vllm", "sglang"} <= compat.registered_rollouts()
+
+
+def test_AGENT_LOOP_WORKER_HOOKS():
+    import inspect as _inspect
+
+    from verl.experimental.agent_loop.agent_loop import AgentLoopManager, AgentLoopWorker
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
+
+    kind = _inspect.Parameter
+    # (ray.remote adds a keyword-only ``_ray_trace_ctx`` to actor methods, base classes' included)
+    params = [
+        p for p in _inspect.signature(AgentLoopWorker._run_agent_loop).parameters.values() if p.name != "_ray_trace_ctx"
+    ]
+    assert [(p.name, p.kind) for p in params] == [
+        ("self", kind.POSITIONAL_OR_KEYWORD),
+        ("sampling_params", kind.POSITIONAL_OR_KEYWORD),
+        ("trajectory", kind.POSITIONAL_OR_KEYWORD),
+        ("agent_name", kind.KEYWORD_ONLY),
+        ("trace", kind.KEYWORD_ONLY),
+        ("kwargs", kind.VAR_KEYWORD),
+    ]
+    run_source = _source(AgentLoopWorker._run_agent_loop)
+    assert "await agent_loop.run(sampling_params, **kwargs)" in run_source
+    assert 'self._agent_loop_postprocess(output, trajectory["validate"], **kwargs)' in run_source
+    for worker in (AgentLoopWorker, compat.agent_loop_worker_tq_class()):
+        names = list(_inspect.signature(worker._agent_loop_postprocess).parameters)
+        assert names[:3] == ["self", "output", "validate"] and names[-1] == "kwargs", worker
+    assert compat.agent_loop_worker_tq_class() is AgentLoopWorkerTQ.__ray_actor_class__
+    assert "self.agent_loop_workers_class.options(" in _source(AgentLoopManager._init_agent_loop_workers)
+    prompt_source = _source(AgentLoopWorkerTQ._run_prompt)
+    assert "session_id=i, **prompt" in prompt_source

@@ -11,15 +11,21 @@ import yaml
 
 from grporoc_plugin.config import RoCSettings, field_docs, resolve_settings, yaml_roc_block
 from grporoc_plugin.penalties import PenaltyConfig
+from grporoc_plugin.rc.settings import RCSettings, resolve_rc_settings, yaml_rc_block
 from grporoc_plugin.roc import RoCConfig
 
 YAML = Path(__file__).resolve().parents[1] / "grporoc_plugin" / "config" / "grporoc.yaml"
 
 
-def _roc_block(text: str) -> str:
-    match = re.search(r"\n  roc:\n\n(.*?)\n\n(?=\S)", text, re.DOTALL)
-    assert match, "no algorithm.roc block in grporoc.yaml"
+def _block(text: str, name: str) -> str:
+    """The body of ``algorithm.<name>``: up to the next top-level or ``algorithm``-level line."""
+    match = re.search(rf"\n  {name}:\n\n(.*?)\n\n(?=\S|  \S)", text, re.DOTALL)
+    assert match, f"no algorithm.{name} block in grporoc.yaml"
     return match.group(1) + "\n"
+
+
+def _roc_block(text: str) -> str:
+    return _block(text, "roc")
 
 
 def test_yaml_block_equals_the_generated_one():
@@ -27,7 +33,17 @@ def test_yaml_block_equals_the_generated_one():
     assert _roc_block(YAML.read_text()) == yaml_roc_block()
 
 
-@pytest.mark.parametrize("cls", [RoCSettings, RoCConfig, PenaltyConfig])
+def test_rc_yaml_block_equals_the_generated_one():
+    """Same for algorithm.rc (RC-GRPO): edit RCSettings, then paste yaml_rc_block() into grporoc.yaml."""
+    assert _block(YAML.read_text(), "rc") == yaml_rc_block()
+
+
+def test_rc_yaml_defaults_parse_to_the_dataclass_defaults():
+    rc = yaml.safe_load(YAML.read_text())["algorithm"]["rc"]
+    assert resolve_rc_settings(rc) == RCSettings() and not RCSettings().enable
+
+
+@pytest.mark.parametrize("cls", [RoCSettings, RoCConfig, PenaltyConfig, RCSettings])
 def test_every_field_has_a_one_line_docstring(cls):
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):

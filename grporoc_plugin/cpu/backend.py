@@ -391,6 +391,7 @@ def activate() -> None:
     PlatformRegistry.register(platform="cpu")(PlatformCPU)
     set_platform(PlatformCPU())
     internals.force_gloo_process_group()
+    internals.force_gloo_global_process_group()
     internals.alias_cpu_engines_to_cuda()
     internals.unpin_fsdp2_offload_policy()
     internals.route_disrm_engine_to_classify(ROLLOUT_NAME)

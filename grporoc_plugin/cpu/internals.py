@@ -25,6 +25,11 @@ Each one is pinned by a test in ``tests/cpu/test_internals.py`` that fails with 
    model's engine name and knows only ``vllm``/``sglang``/``trtllm``. For ``hf`` we run verl's own ``vllm`` branch
    (``_preprocess_reward_inputs``, ``_post_request(payload, "classify")``, score ``data[-1].probs[-1]``) against the
    HF reward server, which speaks vLLM's ``/classify`` (:mod:`grporoc_plugin.cpu.reward_server`).
+8. ``verl.utils.distributed.initialize_global_process_group`` (signature ``(timeout_second=36000)``), the torchrun
+   entry points' process-group set-up (verl's SFT trainer ``run_sft``), hard-codes the same invalid
+   ``"cpu:gloo,<device>:<ccl>"`` backend as internal 2 and takes no ``backend`` argument. We replace the module
+   attribute with a plain-``gloo`` twin (same ``init_method``/timeout, same ``(local_rank, rank, world_size)``
+   result); ``run_sft`` imports it at call time, so it gets the twin.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from types import ModuleType
 #: verl attributes/functions this module relies on, for the pin tests and error messages.
 ROLLOUT_REGISTRY = "verl.workers.rollout.base._ROLLOUT_REGISTRY"
 INIT_PG_FUNC = "verl.utils.distributed.initialize_global_process_group_ray"
+INIT_GLOBAL_PG_FUNC = "verl.utils.distributed.initialize_global_process_group"
 FSDP_IMPL_MODULE = "verl.workers.engine.fsdp.transformer_impl"
 ENGINE_DEVICE_ENV = "VERL_ENGINE_DEVICE"
 #: Methods verl calls on every rollout server handle (RolloutReplica, LLMServerClient); the HF server has them all.
@@ -83,6 +89,36 @@ def force_gloo_process_group() -> None:
         raise RuntimeError(f"grporoc_plugin.cpu: verl internal {INIT_PG_FUNC} changed signature: {names}")
     # Keyword defaults live on the function object, so every `from ... import` binding sees the change.
     func.__defaults__ = (func.__defaults__[0], "gloo")
+
+
+def force_gloo_global_process_group() -> None:
+    """Internal 8: ``initialize_global_process_group()`` (torchrun entry points such as the SFT trainer) on gloo."""
+    from verl.utils import distributed
+
+    func = distributed.initialize_global_process_group
+    if getattr(func, "_grporoc_gloo", False):
+        return
+    names = func.__code__.co_varnames[: func.__code__.co_argcount]
+    if names != ("timeout_second",):
+        raise RuntimeError(f"grporoc_plugin.cpu: verl internal {INIT_GLOBAL_PG_FUNC} changed signature: {names}")
+    (default_timeout,) = func.__defaults__ or (36000,)
+
+    def initialize_global_process_group(timeout_second=default_timeout):
+        import datetime
+
+        import torch.distributed
+
+        torch.distributed.init_process_group(
+            backend="gloo",
+            timeout=datetime.timedelta(seconds=timeout_second),
+            init_method=os.environ.get("DIST_INIT_METHOD", None),
+        )
+        return int(os.environ["LOCAL_RANK"]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+    initialize_global_process_group.__doc__ = func.__doc__
+    initialize_global_process_group._grporoc_gloo = True  # type: ignore[attr-defined]
+    initialize_global_process_group._grporoc_verl_func = func  # type: ignore[attr-defined]
+    distributed.initialize_global_process_group = initialize_global_process_group
 
 
 def _patch_cpu_offload_policy(module: ModuleType) -> None:

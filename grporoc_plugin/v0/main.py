@@ -16,6 +16,7 @@ from omegaconf import open_dict
 
 from grporoc_plugin import compat
 from grporoc_plugin.adapter import RoCStage
+from grporoc_plugin.rc.settings import RC_MANAGER_V0, rc_settings_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def run(config) -> None:
         if agent is not None and "RoCAgentLoopManagerTQ" in str(agent.get("agent_loop_manager_class", "")):
             # V0 oversamples through rollout.n itself and uses verl's own DataProto AgentLoopManager
             agent.agent_loop_manager_class = None
+        if agent is not None and rc_settings_from_config(config).enable and not agent.get("agent_loop_manager_class"):
+            agent.agent_loop_manager_class = RC_MANAGER_V0  # RC-GRPO: draws each row's reward token
     auto_set_device(config)
     check_config(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))

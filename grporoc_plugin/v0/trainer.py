@@ -21,7 +21,7 @@ from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from grporoc_plugin import compat
-from grporoc_plugin.adapter import PENALTY_COUNTERS, STAT_COUNTERS, RoCStage, Sessions
+from grporoc_plugin.adapter import CONDITION_FIELDS, PENALTY_COUNTERS, STAT_COUNTERS, RoCStage, Sessions
 from grporoc_plugin.config import RoCConfigError
 from grporoc_plugin.penalties import ERROR_KINDS
 
@@ -53,7 +53,7 @@ def read_sessions(batch: DataProto, stage: RoCStage) -> Sessions:
         if key not in batch.non_tensor_batch:
             raise stage.missing_correctness_error(["row 0"], len(batch), list(batch.non_tensor_batch))
         correct = np.array([_to_float(v) for v in batch.non_tensor_batch[key]], dtype=np.float64)
-    counter_keys = {*PENALTY_COUNTERS, *(f"tool_errors_{k}" for k in ERROR_KINDS), *STAT_COUNTERS}
+    counter_keys = {*PENALTY_COUNTERS, *(f"tool_errors_{k}" for k in ERROR_KINDS), *STAT_COUNTERS, *CONDITION_FIELDS}
     response_len = None
     if "responses" in batch.batch.keys() and "attention_mask" in batch.batch.keys():
         width = batch.batch["responses"].shape[-1]  # verl's response_length: attention over the response columns

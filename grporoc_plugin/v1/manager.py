@@ -6,7 +6,8 @@ Select it with::
 
 ``actor_rollout_ref.rollout.n`` stays the kept group size G (verl sizes PPO mini-batches by it); the manager sets the
 per-prompt ``__rollout_n__`` that ``AgentLoopWorkerTQ._run_prompt`` honours. Validation batches are left alone (their
-``validate`` flag is set; ``val_kwargs.n`` applies).
+``validate`` flag is set; ``val_kwargs.n`` applies). With ``algorithm.rc.enable`` it also draws each session's
+reward token and runs the conditioned workers (RC-GRPO, :class:`grporoc_plugin.rc.manager.RCManagerMixin`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
 from grporoc_plugin import compat
 from grporoc_plugin.adapter import RoCStage
 from grporoc_plugin.config import RoCConfigError
+from grporoc_plugin.rc.manager import RCManagerMixin
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -48,7 +50,7 @@ def add_rollout_n(prompts: TensorDict, n: int) -> TensorDict:
     return prompts
 
 
-class RoCAgentLoopManagerTQ(AgentLoopManagerTQ):
+class RoCAgentLoopManagerTQ(RCManagerMixin, AgentLoopManagerTQ):
     """``AgentLoopManagerTQ`` that oversamples train prompts to ``algorithm.roc.oversample_n`` sessions."""
 
     def __init__(self, config, *args, **kwargs):
@@ -61,10 +63,13 @@ class RoCAgentLoopManagerTQ(AgentLoopManagerTQ):
                 "RoCAgentLoopManagerTQ oversamples but nothing selects: set trainer.v1.sampler.custom_sampler."
                 "{path=pkg://grporoc_plugin.v1.sampler,name=RoCReplayBuffer} or trainer.v1.trainer_mode=grporoc_sync"
             )
+        self._rc_setup(config)  # algorithm.rc (RC-GRPO)
         super().__init__(config, *args, **kwargs)
+        self._rc_use_workers(v1=True)
 
     def generate_sequences(self, prompts: TensorDict) -> None:
         """Dispatch like verl, with ``oversample_n`` sessions per train prompt when RoC is enabled."""
         if self.roc_settings.enable:
             add_rollout_n(prompts, self.roc_settings.oversample_n)
+        self._rc_prepare_tq(prompts)  # after __rollout_n__: one token per session
         return super().generate_sequences(prompts)

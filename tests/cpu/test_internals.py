@@ -196,3 +196,47 @@ def test_after_import_hook_runs_on_first_import(tmp_path, monkeypatch):
         assert seen == [1, 2]
     finally:
         sys.modules.pop("grporoc_pin_dummy", None)
+
+
+def test_initialize_global_process_group_builds_the_invalid_cpu_backend_and_sft_imports_it_at_call_time():
+    """Internal 8: the torchrun entry points' process group (verl's SFT trainer) on gloo."""
+    from verl.trainer import sft_trainer
+    from verl.utils import distributed
+
+    func = getattr(distributed.initialize_global_process_group, "_grporoc_verl_func", None)
+    func = func or distributed.initialize_global_process_group
+    params = [(p.name, p.default) for p in inspect.signature(func).parameters.values()]
+    assert params == [("timeout_second", 36000)], f"{internals.INIT_GLOBAL_PG_FUNC} signature changed: {params}"
+    src = inspect.getsource(func)
+    assert 'backend = f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"' in src, (
+        f"{internals.INIT_GLOBAL_PG_FUNC} builds its backend differently now: re-check the gloo twin"
+    )
+    assert "from verl.utils.distributed import initialize_global_process_group" in inspect.getsource(
+        sft_trainer.run_sft
+    ), "run_sft no longer imports initialize_global_process_group at call time: the twin would not reach it"
+
+
+def test_gloo_twin_of_initialize_global_process_group_inits_a_single_rank_group(monkeypatch):
+    import torch.distributed
+    from verl.utils import distributed
+
+    original = distributed.initialize_global_process_group
+    try:
+        internals.force_gloo_global_process_group()
+        twin = distributed.initialize_global_process_group
+        assert getattr(twin, "_grporoc_gloo", False)
+        internals.force_gloo_global_process_group()  # idempotent
+        assert distributed.initialize_global_process_group is twin
+        for key, value in {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+            monkeypatch.setenv(key, value)
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            monkeypatch.setenv("MASTER_PORT", str(probe.getsockname()[1]))
+        assert twin(timeout_second=60) == (0, 0, 1)
+        assert torch.distributed.get_backend() == "gloo"
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        distributed.initialize_global_process_group = original
