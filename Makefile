@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.grporoc-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast lint demo bench clean
+.PHONY: venv test test-fast lint demo bench clean experiment
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -29,10 +29,16 @@ test-fast: venv
 demo: venv
 	$(PY) -m grporoc_plugin.demo
 
+# GRPO vs random down-sampling vs GRPO-RoC side by side (docs/experiments/roc_vs_grpo/): 3 seeds x 3 arms
+experiment: venv
+	$(PY) -m grporoc_plugin.experiments.roc_vs_grpo --arms grpo,random,roc --seeds 3 --out runs/roc_vs_grpo
+
+BENCHES := selection reward sandbox load step cpu_rollout import
+
+# every benchmark runs even when an earlier one misses its target; the target fails if any did
 bench: venv
-	$(PY) benchmarks/bench_selection.py
-	$(PY) benchmarks/bench_reward.py
-	$(PY) benchmarks/bench_sandbox.py
+	@failed=""; for b in $(BENCHES); do $(PY) benchmarks/bench_$$b.py || failed="$$failed $$b"; done; \
+	if [ -n "$$failed" ]; then echo "benchmarks that missed their target:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sft-steps", type=int, default=1000, help="SFT optimizer steps (default: 1000)")
     p.add_argument("--sft-examples", type=int, default=2048, help="synthetic SFT trajectories (default: 2048)")
     p.add_argument("--skip-sft", action="store_true", help="RL from the random model (no warm start)")
+    p.add_argument(
+        "--init-model", default=None, help="RL from this warm-started model dir (the demo's tokenizer; skips SFT)"
+    )
     p.add_argument("--prompts-per-step", type=int, default=4, help="prompts per GRPO step (default: 4)")
     p.add_argument("--group-size", type=int, default=4, help="G kept per prompt; 2G are generated (default: 4)")
     p.add_argument("--no-roc", action="store_true", help="baseline: same 2G rollouts, no RoC selection")
@@ -92,6 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.sft_steps < 0:
         p.error("--sft-steps must be >= 0")
+    if args.init_model is not None and not (Path(args.init_model) / "config.json").is_file():
+        p.error(f"--init-model {args.init_model}: no config.json there (a saved Hugging Face model directory)")
+    if args.init_model is not None and args.skip_sft:
+        p.error("--init-model and --skip-sft are exclusive")
     return args
 
 
@@ -162,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
 
     _banner("2/4 SFT warm start on executed tool-use trajectories")
     t0 = time.perf_counter()
-    model_path = paths["model"] if args.skip_sft else warm_start(args, paths, tool_config, out)
+    if args.init_model is not None:
+        model_path = str(Path(args.init_model).resolve())
+        print(f"[sft] skipped: GRPO starts from {model_path}", flush=True)
+    else:
+        model_path = paths["model"] if args.skip_sft else warm_start(args, paths, tool_config, out)
     times["sft"] = time.perf_counter() - t0
 
     mode = "no RoC (baseline)" if args.no_roc else "RoC"

@@ -206,6 +206,41 @@ class RolloutReport:
         )
 
 
+def generate_turn(model: Any, renderer: Any, active: list[dict], pad: int, **sampling: Any) -> list[list[int]]:
+    """One assistant turn for every active trajectory: a left-padded batched ``generate``, cut after the EOS."""
+    width = max(len(s["ids"]) for s in active)
+    ids = torch.full((len(active), width), pad, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for row, s in enumerate(active):
+        ids[row, width - len(s["ids"]) :] = torch.tensor(s["ids"])
+        attn[row, width - len(s["ids"]) :] = 1
+    out = model.generate(input_ids=ids, attention_mask=attn, eos_token_id=renderer.eos_id, pad_token_id=pad, **sampling)
+    turns = []
+    for row in range(len(active)):
+        gen = out[row, width:].tolist()
+        turns.append(gen[: gen.index(renderer.eos_id) + 1] if renderer.eos_id in gen else gen)
+    return turns
+
+
+def _answer_tool_calls(runner: Any, renderer: Any, pending: list[tuple[dict, str | None]]) -> None:
+    """Execute each pending call in the sandbox (all at once) and append its response, as the agent loop does."""
+    import asyncio
+
+    async def run_all(codes):
+        return await asyncio.gather(*(runner.acall(code) for code in codes))
+
+    results = iter(asyncio.run(run_all([c for _, c in pending if c is not None])) if pending else [])
+    for s, code in pending:
+        text, status = next(results) if code is not None else ("Error: invalid tool call", "invalid_input")
+        s["calls"] += 1
+        s["errors"] += status != "ok"
+        previous = list(s["messages"])
+        s["messages"].append({"role": "tool", "content": text})
+        s["text"] += f"\n<tool_response>\n{text}\n</tool_response>\n"
+        merge = renderer.builder.merge_context_tokens(previous, s["messages"], s["ids"], tools=runner.schemas)
+        s["ids"] = merge.token_ids
+
+
 @torch.no_grad()
 def rollout_eval(
     model: Any,
@@ -219,7 +254,6 @@ def rollout_eval(
     seed: int = 0,
 ) -> RolloutReport:
     """Generate -> parse (``grporoc_hermes``) -> execute -> append, batched over problems, like the RL rollout."""
-    import asyncio
     import json
     import re
 
@@ -239,33 +273,21 @@ def rollout_eval(
         }
         for p in problems
     ]
+    sampling: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "top_p": 1.0,
+        "top_k": 0,
+        "do_sample": temperature > 0,
+    }
+    if temperature > 0:  # temperature 0 = greedy (HF rejects do_sample with temperature 0)
+        sampling["temperature"] = temperature
     torch.manual_seed(seed)
     for _ in range(max_turns):
         active = [s for s in states if not s["done"]]
         if not active:
             break
-        width = max(len(s["ids"]) for s in active)
-        ids = torch.full((len(active), width), pad, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for row, s in enumerate(active):
-            ids[row, width - len(s["ids"]) :] = torch.tensor(s["ids"])
-            attn[row, width - len(s["ids"]) :] = 1
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=attn,
-            do_sample=True,
-            temperature=temperature,
-            top_p=1.0,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=renderer.eos_id,
-            pad_token_id=pad,
-        )
         pending = []
-        for row, s in enumerate(active):
-            gen = out[row, width:].tolist()
-            if renderer.eos_id in gen:
-                gen = gen[: gen.index(renderer.eos_id) + 1]
+        for s, gen in zip(active, generate_turn(model, renderer, active, pad, **sampling), strict=True):
             text = tokenizer.decode(gen, skip_special_tokens=True)
             s["text"] += text
             s["ids"] = renderer.builder.merge_assistant_tokens(s["ids"], gen).token_ids
@@ -279,21 +301,7 @@ def rollout_eval(
             except (ValueError, AttributeError):
                 code = None
             pending.append((s, code if isinstance(code, str) else None))
-
-        async def run_all(items):
-            return await asyncio.gather(*(runner.acall(code) for _, code in items))
-
-        results = asyncio.run(run_all([(s, c) for s, c in pending if c is not None])) if pending else []
-        results = iter(results)
-        for s, code in pending:
-            text, status = next(results) if code is not None else ("Error: invalid tool call", "invalid_input")
-            s["calls"] += 1
-            s["errors"] += status != "ok"
-            previous = list(s["messages"])
-            s["messages"].append({"role": "tool", "content": text})
-            s["text"] += f"\n<tool_response>\n{text}\n</tool_response>\n"
-            merge = renderer.builder.merge_context_tokens(previous, s["messages"], s["ids"], tools=runner.schemas)
-            s["ids"] = merge.token_ids
+        _answer_tool_calls(runner, renderer, pending)
     boxed = re.compile(r"\\boxed\{([^{}]*)\}")
     correct = 0
     for s, p in zip(states, problems, strict=True):
