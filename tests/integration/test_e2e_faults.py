@@ -104,10 +104,17 @@ class _BrokerKiller(threading.Thread):
         self.started = time.time()
 
     def brokers(self) -> list[psutil.Process]:
+        """The servers themselves: the template and zygotes are forks of a server and share its command line (killing
+        one of those is a different fault, which the server absorbs without a restart)."""
         found = []
-        for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+        for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time"]):
             if BROKER in " ".join(proc.info["cmdline"] or []) and proc.info["create_time"] >= self.started:
-                found.append(proc)
+                try:
+                    parent = " ".join(psutil.Process(proc.info["ppid"]).cmdline())
+                except psutil.Error:
+                    continue
+                if BROKER not in parent:
+                    found.append(proc)
         return found
 
     def run(self) -> None:

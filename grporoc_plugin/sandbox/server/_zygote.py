@@ -243,6 +243,8 @@ def zygote_main(sock: socket.socket, go_r: int, slot: int, sp: SlotPlan, templat
             os._exit(1)
         send_msg(sock, {"op": "zygote", "pid": _host_pid()})
         Zygote(sock, slot, sp, own_pidns).serve()
+    except (BrokenPipeError, ConnectionResetError):  # the broker is gone (killed, or its host exited): nothing to
+        os._exit(0)  # report to, and the client already says the server died; its runs die with this process
     except BaseException:  # noqa: BLE001 - a zygote's failure is the machinery's: say why, then go
         traceback.print_exc()
         os._exit(1)
