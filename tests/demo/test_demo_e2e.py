@@ -2,10 +2,10 @@
 
 The GRPO stage starts from a competent warm start (``--init-model tests/assets/arith_policy``, the side-by-side
 experiment's SFT'd policy): the demo's own 1000-step SFT is too slow for CI, and a CI-sized one solves nothing
-(measured: 120 steps, 6 % parseable first turns and 0 % correct; the session's 120-step ``tool_policy``: 1.3 calls
-per rollout, 0 % correct), so every group would be all-wrong and the update would have no signal. On the demo's
-problems the shipped policy solves ~20 % (measured 0.22 over 32 rollouts), so with 4 groups of 8 at least one group
-is mixed except with probability ~1e-3. The SFT stage itself is covered by ``test_sft.py``.
+(measured: 120 steps, 6 % parseable first turns and 0 % correct; 120 steps at lr 1e-2 on clean / fix
+trajectories: 1.3 calls per rollout, 0 % correct), so every group would be all-wrong and the update would have no
+signal. On the demo's problems the shipped policy solves ~20 % (measured 0.22 over 32 rollouts), so with 4 groups of
+8 at least one group is mixed except with probability ~1e-3. The SFT stage itself is covered by ``test_sft.py``.
 """
 
 from __future__ import annotations
