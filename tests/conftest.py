@@ -17,7 +17,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-ARITH_POLICY = REPO_ROOT / "tests" / "assets" / "arith_policy"
 HEAVY_LOCK = "/tmp/grporoc_heavy.lock"  # one Ray/trainer run at a time on the shared 2-core box
 
 
@@ -59,17 +58,11 @@ def sft_policy(tiny_assets: dict, out: Path, *, mix: dict, steps: int = 40, prob
 
 
 @pytest.fixture(scope="session")
-def tool_policy(tmp_path_factory) -> str:
-    """Shared by the end-to-end runs that need tool calls: the side-by-side experiment's warm start, shipped in
-    ``tests/assets/arith_policy`` (its README says how it was built), copied with a tool_config.yaml next to it. On
-    the quick start's problems it makes ~1.4 tool calls per rollout, ~30 % of them failing, and solves ~20 %, so
-    groups hold both outcomes; a CI-sized SFT of the tiny model solves none (measured: 120 steps, 0 %)."""
-    from grporoc_plugin.demo.run import write_tool_config
-
-    out = tmp_path_factory.mktemp("tool_policy")
-    shutil.copytree(ARITH_POLICY, out / "model")
-    write_tool_config(out / "tool_config.yaml")
-    return str(out / "model")
+def tool_policy(tiny_assets, tmp_path_factory) -> str:
+    """Shared by the end-to-end runs that need tool calls: a 120-step SFT on clean / fix-after-error trajectories,
+    so ``grporoc_tool_agent`` sees real ``<tool_call>`` blocks (measured: 40 steps, 0 % of sampled first turns
+    parse as a call; 120 steps, ~85 %), some of them running failing code (the "fix" trajectories)."""
+    return sft_policy(tiny_assets, tmp_path_factory.mktemp("tool_policy"), mix={"clean": 1, "fix": 1}, steps=120)
 
 
 @pytest.fixture(scope="session")
