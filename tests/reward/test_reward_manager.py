@@ -10,11 +10,11 @@ import math
 import time
 
 import numpy as np
-import psutil
 import pytest
 from conftest import RESPONSE_LENGTH
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reward_helpers import verifier_workers
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 from verl.trainer.ppo.reward import load_reward_manager
@@ -343,23 +343,11 @@ async def test_bad_roc_penalty_config_and_reward_model_rejected(build, make_conf
 
 
 # ---------------------------------------------------------------------------------------------------------- faults
-def _verifier_workers() -> set[int]:
-    """Live verifier subprocesses of this test process."""
-    out = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if any("_worker_main" in part for part in child.cmdline()):
-                out.add(child.pid)
-        except psutil.Error:
-            pass
-    return out
-
-
 async def test_faults_are_infrastructure_counters_and_leave_nothing_behind(make_config, tokenizer_dir, session):
     """Through verl's RewardLoopWorker, concurrently as compute_score_batch runs them: a sample that raises, a
     verification past its deadline and a malformed ground truth neither crash the loop nor look like tool errors,
     and closing the manager kills every verifier subprocess."""
-    before = _verifier_workers()
+    before = verifier_workers()
     cfg = make_config(verify_timeout_s=1.0)
     cfg.actor_rollout_ref.model.path = tokenizer_dir
     worker = RewardLoopWorker(cfg)
@@ -367,7 +355,7 @@ async def test_faults_are_infrastructure_counters_and_leave_nothing_behind(make_
     try:
         manager.verifier.warm_up()
         pids = set(manager.verifier.worker_pids)
-        assert pids and pids <= _verifier_workers()
+        assert pids and pids <= verifier_workers()
         extra = {"tool_calls": 4, "tool_errors_exec": 1}
         broken = session([(GOOD, True)], extra_fields=extra)
         del broken.batch["prompts"]  # run_single raises inside
@@ -389,13 +377,13 @@ async def test_faults_are_infrastructure_counters_and_leave_nothing_behind(make_
         manager.close()
         manager.close()  # idempotent
     time.sleep(0.2)
-    assert _verifier_workers() == before and not manager.verifier.worker_pids
+    assert verifier_workers() == before and not manager.verifier.worker_pids
 
 
 async def test_close_during_a_hung_verification(build, session):
     """A verification stuck in C (no soft alarm before the hard deadline) ends when the manager closes; no
     replacement worker is started after close."""
-    before = _verifier_workers()
+    before = verifier_workers()
     manager = await build(verify_timeout_s=30.0)
     manager.verifier.soft_timeout_s = 300.0
     manager.verifier.warm_up()
@@ -409,7 +397,7 @@ async def test_close_during_a_hung_verification(build, session):
     assert time.perf_counter() - t0 < 2.0
     assert out["reward_extra_info"]["verify_error"] == 1 and out["reward_score"] == 0.0
     time.sleep(0.2)
-    assert _verifier_workers() == before
+    assert verifier_workers() == before
 
 
 # ------------------------------------------------------------------------------------------------------ penalties

@@ -6,8 +6,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import psutil
 import pytest
+from reward_helpers import verifier_workers
 
 from grporoc_plugin.reward.verify import (
     VerifierPool,
@@ -201,23 +201,11 @@ def test_pool_created_in_a_worker_thread_serves_from_others():
         p.close()
 
 
-def _workers() -> set[int]:
-    """Live verifier subprocesses of this test process (the module's ``pool`` fixture may hold one)."""
-    out = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if any("_worker_main" in part for part in child.cmdline()):
-                out.add(child.pid)
-        except psutil.Error:
-            pass
-    return out
-
-
 def test_close_ends_hung_calls_and_starts_no_replacement():
-    before = _workers()
+    before = verifier_workers()
     p = VerifierPool(num_workers=2, timeout_s=30.0, soft_timeout_fraction=100.0)
     p.warm_up()
-    assert set(p.worker_pids) <= _workers()
+    assert set(p.worker_pids) <= verifier_workers()
     with ThreadPoolExecutor(3) as ex:
         hung = [ex.submit(p.verify, "10^{10^{10}}", "5") for _ in range(2)]
         queued = ex.submit(p.verify, "10^{10^{11}}", "5")  # waits for a free worker
@@ -229,4 +217,4 @@ def test_close_ends_hung_calls_and_starts_no_replacement():
     assert [o.status for o in outcomes] == ["error"] * 3 and not any(o.correct for o in outcomes)
     assert p.stats.respawns == 2  # the two killed workers were retired ...
     time.sleep(0.2)
-    assert not p.worker_pids and _workers() == before  # ... and not replaced
+    assert not p.worker_pids and verifier_workers() == before  # ... and not replaced
