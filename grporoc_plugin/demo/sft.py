@@ -206,8 +206,13 @@ class RolloutReport:
         )
 
 
-def generate_turn(model: Any, renderer: Any, active: list[dict], pad: int, **sampling: Any) -> list[list[int]]:
-    """One assistant turn for every active trajectory: a left-padded batched ``generate``, cut after the EOS."""
+def generate_turn(
+    model: Any, renderer: Any, active: list[dict], pad: int, *, max_new_tokens: int, temperature: float
+) -> list[list[int]]:
+    """One assistant turn for every active trajectory: a left-padded batched ``generate`` (temperature 0 = greedy:
+    HF rejects sampling at temperature 0), each row cut after its EOS."""
+    sampling: dict[str, Any] = {"max_new_tokens": max_new_tokens, "top_p": 1.0, "top_k": 0}
+    sampling |= {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     width = max(len(s["ids"]) for s in active)
     ids = torch.full((len(active), width), pad, dtype=torch.long)
     attn = torch.zeros_like(ids)
@@ -273,21 +278,14 @@ def rollout_eval(
         }
         for p in problems
     ]
-    sampling: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "top_p": 1.0,
-        "top_k": 0,
-        "do_sample": temperature > 0,
-    }
-    if temperature > 0:  # temperature 0 = greedy (HF rejects do_sample with temperature 0)
-        sampling["temperature"] = temperature
     torch.manual_seed(seed)
     for _ in range(max_turns):
         active = [s for s in states if not s["done"]]
         if not active:
             break
         pending = []
-        for s, gen in zip(active, generate_turn(model, renderer, active, pad, **sampling), strict=True):
+        turns = generate_turn(model, renderer, active, pad, max_new_tokens=max_new_tokens, temperature=temperature)
+        for s, gen in zip(active, turns, strict=True):
             text = tokenizer.decode(gen, skip_special_tokens=True)
             s["text"] += text
             s["ids"] = renderer.builder.merge_assistant_tokens(s["ids"], gen).token_ids

@@ -193,10 +193,10 @@ def sample_trajectories(
                 break
             # generate up to the largest remaining budget; each row is cut to its own budget in _take_turn
             remaining = max(1, max(response_budget - s["rec"].response_tokens for s in active))
-            sampling = {"max_new_tokens": min(remaining, response_budget), "top_p": 1.0, "top_k": 0}
-            sampling |= {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
             pending = []
-            for s, gen in zip(active, generate_turn(model, renderer, active, pad, **sampling), strict=True):
+            budget = min(remaining, response_budget)
+            turns = generate_turn(model, renderer, active, pad, max_new_tokens=budget, temperature=temperature)
+            for s, gen in zip(active, turns, strict=True):
                 code = _take_turn(s, gen, tokenizer, renderer, response_budget)
                 if code is not _NO_CALL:
                     pending.append((s, code))
