@@ -11,6 +11,7 @@ from grporoc_plugin.sandbox.config import (
     ExecutionResult,
     SandboxConfig,
     SandboxConfigError,
+    SandboxStartKilledError,
     SandboxUnavailableError,
 )
 from grporoc_plugin.sandbox.pool import SandboxPool, aexecute, close_default_pool, default_pool, execute
@@ -22,6 +23,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxConfigError",
     "SandboxPool",
+    "SandboxStartKilledError",
     "SandboxUnavailableError",
     "aexecute",
     "close_default_pool",

@@ -38,6 +38,11 @@ class SandboxUnavailableError(RuntimeError):
     """The isolation a config requires is not available on this machine."""
 
 
+class SandboxStartKilledError(SandboxUnavailableError):
+    """The sandbox server was killed (SIGKILL: an operator, the OOM killer) while it started. That says nothing about
+    what the machine supports, so ``isolation="auto"`` never falls back to weaker isolation on it."""
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
     """How snippets are executed. Defaults follow the release's code-judge set-up (4 s, 256+128 MB, stdout capped)."""

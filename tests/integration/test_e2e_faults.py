@@ -102,6 +102,7 @@ class _BrokerKiller(threading.Thread):
         self.period_s, self.max_kills, self.killed, self.seen = period_s, max_kills, [], set()
         self.stop = threading.Event()
         self.started = time.time()
+        self.log: list = []
 
     def brokers(self) -> list[psutil.Process]:
         """The servers themselves: the template and zygotes are forks of a server and share its command line (killing
@@ -125,6 +126,7 @@ class _BrokerKiller(threading.Thread):
                 try:
                     proc.send_signal(signal.SIGKILL)
                     self.killed.append(proc.pid)
+                    self.log.append((round(time.time() - self.started, 1), proc.pid, proc.info["ppid"]))
                 except psutil.NoSuchProcess:
                     pass
 
@@ -151,7 +153,12 @@ def test_tool_faults_raising_tool_and_killed_sandbox_server(
     assert min(executed) > 0, f"the policy made no well-formed tool call in some step: {executed}"
     infra = sum(_metric(line, "rollout/tool_errors_infra") for line in steps.values())
     assert infra > 0, "neither the raising tool nor the killed servers showed up as infrastructure errors"
-    assert "server died" in output or "restart" in output, "the killed sandbox server was not noticed"
+    # A server killed while serving is restarted by its pool; one killed while it started fails that start (the call
+    # is an infrastructure error, the tool's next call starts a new pool). Neither may weaken isolation.
+    noticed = ("server died", "restarting it", "killed (SIGKILL) during start")
+    sandbox_log = [x for x in output.splitlines() if "sandbox" in x]
+    assert any(s in output for s in noticed), f"no kill noticed: kills {killer.log}, log {sandbox_log[-20:]}"
+    assert "fell back" not in output, [x for x in sandbox_log if "fell back" in x]
     print(f"[faults: tool] {len(killer.killed)} servers killed, {infra:.0f} infrastructure errors, calls {executed}")
     _check_run(steps, tmp_path, before, killer.seen)
 

@@ -12,11 +12,12 @@ import signal
 import socket
 import subprocess
 import threading
+from typing import NoReturn
 
 from grporoc_plugin.sandbox import launcher
 from grporoc_plugin.sandbox.backends.base import PoolContext, done, register_backend, sandbox_error, to_result
 from grporoc_plugin.sandbox.cgroups import RESOURCE_PREFIX, PoolCgroups, kill_all
-from grporoc_plugin.sandbox.config import SandboxConfig, SandboxUnavailableError
+from grporoc_plugin.sandbox.config import SandboxConfig, SandboxStartKilledError, SandboxUnavailableError
 from grporoc_plugin.sandbox.layout import bwrap_args, fs_layout, sandbox_path
 from grporoc_plugin.sandbox.seccomp import filter_bpf
 from grporoc_plugin.sandbox.server import _broker
@@ -137,12 +138,12 @@ class ForkServerClient:
             _broker.send_frame(parent, self._server_config(cfg, mode, ctx, cg, bpf))
             hello = _broker.recv_frame(parent)
         except (OSError, EOFError) as e:
+            self._fail_start(repr(e))
+        if not isinstance(hello, dict):
+            self._fail_start("it exited before saying hello")
+        if not hello.get("ready"):
             self.kill()
-            raise SandboxUnavailableError(f"sandbox fork server ({mode}) failed to start: {e!r}") from e
-        if not isinstance(hello, dict) or not hello.get("ready"):
-            self.kill()
-            why = hello.get("error") if isinstance(hello, dict) else f"exit {self.proc.returncode}"
-            raise SandboxUnavailableError(f"sandbox fork server ({mode}) failed to start: {why}")
+            raise SandboxUnavailableError(f"sandbox fork server ({mode}) failed to start: {hello.get('error')}")
         parent.settimeout(None)
         self.server_pid: int = hello["pid"]
         self.features: frozenset[str] = frozenset(hello["features"])
@@ -206,12 +207,30 @@ class ForkServerClient:
                 raise ConnectionError(f"fork server connection lost: {e!r}") from e
         return fut
 
+    def _fail_start(self, why: str) -> NoReturn:
+        """The server went away during start. Killed by SIGKILL, it was a fault from outside (an operator, the OOM
+        killer), not a missing capability: ``SandboxStartKilledError``, on which ``auto`` does not fall back."""
+        try:
+            rc = self.proc.wait(timeout=1)  # its own exit status, read before kill() would put a SIGKILL there
+        except subprocess.TimeoutExpired:
+            rc = None
+        self.kill()
+        # bubblewrap reports its child's death by a signal as 128 + the signal
+        if rc == -signal.SIGKILL or (self.mode == "bwrap" and rc == 128 + signal.SIGKILL):
+            raise SandboxStartKilledError(f"sandbox fork server ({self.mode}) was killed (SIGKILL) during start: {why}")
+        status = "still running" if rc is None else self.describe_returncode(rc)
+        raise SandboxUnavailableError(f"sandbox fork server ({self.mode}) failed to start ({status}): {why}")
+
+    @staticmethod
+    def describe_returncode(rc: int) -> str:
+        return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+
     def exit_description(self) -> str:
         try:
             rc = self.proc.wait(timeout=1)  # the connection drops a moment before the process is reaped
         except subprocess.TimeoutExpired:
             return "connection lost"
-        return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        return self.describe_returncode(rc)
 
     def kill(self) -> None:
         self.alive = False
@@ -288,6 +307,8 @@ class ForkServerBackend:
                 continue
             try:
                 client = self._start(candidate)
+            except SandboxStartKilledError:
+                raise  # killed from outside: falling back would weaken isolation for no reason about this machine
             except SandboxUnavailableError as e:
                 tried.append(f"{candidate}: {e}")
                 continue
