@@ -18,23 +18,17 @@
 from __future__ import annotations
 
 import os
-import re
 import statistics
 import sys
 
 import pytest
+from trainer_log import metric_or_nan as _metric
 
 import grporoc_plugin
 from grporoc_plugin.cpu import cpu_overrides, cpu_reward_model_overrides
 
 CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
 PROMPTS, G, OVERSAMPLE = 4, 4, 8
-
-
-def _metric(line: str, key: str) -> float:
-    match = re.search(rf"{re.escape(key)}:(?:np\.float64\()?([-+0-9.eE]+|nan)", line)
-    assert match, f"metric {key} missing from: {line[:300]}"
-    return float(match.group(1))
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ session wrong). Those groups are all-equal on ``acc``: DAPO must evict and refil
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 import pytest
+from trainer_log import metric as _metric
 
 import grporoc_plugin
 from grporoc_plugin.cpu import cpu_overrides
@@ -38,12 +38,6 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
         out = {{**out, "score": 0.0, "acc": 0.0}}
     return out
 '''
-
-
-def _metric(line: str, key: str) -> float:
-    match = re.search(rf"{re.escape(key)}:(?:np\.float64\()?([-+0-9.eE]+)", line)
-    assert match, f"metric {key} missing from: {line[:300]}"
-    return float(match.group(1))
 
 
 def _cmd(tiny_assets, ray_temp_dir, tmp_path, *overrides: str, mini: int = PROMPTS) -> list[str]:

@@ -22,6 +22,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
+from trainer_log import metric_or_nan as _metric
 
 import grporoc_plugin
 from grporoc_plugin.cpu import cpu_overrides
@@ -31,14 +32,6 @@ CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
 HERE = Path(__file__).resolve().parent
 PROMPTS, G, OVERSAMPLE = 4, 4, 8
 BROKER = "grporoc_plugin/sandbox/server/_broker.py"
-
-
-def _metric(line: str, key: str) -> float:
-    import re
-
-    match = re.search(rf"{re.escape(key)}:(?:np\.float64\()?([-+0-9.eE]+|nan)", line)
-    assert match, f"metric {key} missing from: {line[:300]}"
-    return float(match.group(1))
 
 
 def _tool_config(path: Path, policy: str, **changes) -> Path:

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 import pytest
+from trainer_log import metric as _metric
 
 import grporoc_plugin
 from grporoc_plugin.cpu import cpu_overrides
 
 TOY_REWARD = Path(__file__).with_name("roc_toy_reward.py")
 CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
-
-
-def _metric(line: str, key: str) -> float:
-    match = re.search(rf"{re.escape(key)}:(?:np\.float64\()?([-+0-9.eE]+)", line)
-    assert match, f"metric {key} missing from: {line[:300]}"
-    return float(match.group(1))
 
 
 def _common(tiny_assets, ray_temp_dir, tmp_path) -> list[str]:

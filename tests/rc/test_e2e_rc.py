@@ -8,11 +8,11 @@ G = 4 per group with the token mix of each sign, and the selection stage reports
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 import pytest
+from trainer_log import metric as _metric
 
 import grporoc_plugin
 from grporoc_plugin.cpu import cpu_overrides
@@ -20,12 +20,6 @@ from grporoc_plugin.cpu import cpu_overrides
 TOY_REWARD = Path(__file__).resolve().parents[1] / "integration" / "roc_toy_reward.py"
 CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
 PROMPTS, G, OVERSAMPLE = 4, 4, 8
-
-
-def _metric(line: str, key: str) -> float:
-    match = re.search(rf"{re.escape(key)}:(?:np\.float64\()?([-+0-9.eE]+)", line)
-    assert match, f"metric {key} missing from: {line[:300]}"
-    return float(match.group(1))
 
 
 @pytest.mark.slow
