@@ -50,7 +50,8 @@ def test_selection_is_a_function_of_inputs_seed_and_step_only(tmp_path):
 def test_resume_from_a_verl_checkpoint_selects_like_an_uninterrupted_run(
     tiny_assets, ray_temp_dir, run_trainer, tmp_path
 ):
-    from test_e2e_trainer import _common, _metric
+    from test_e2e_trainer import _common
+    from trainer_log import metric as _metric
 
     ckpt, dumps = tmp_path / "ckpt", tmp_path / "dumps"
     base = [
