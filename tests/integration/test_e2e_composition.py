@@ -10,18 +10,10 @@ session wrong). Those groups are all-equal on ``acc``: DAPO must evict and refil
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
+from toy_trainer import CONFIG_DIR, TOY_REWARD, toy_trainer_command
 from trainer_log import metric as _metric
 
-import grporoc_plugin
-from grporoc_plugin.cpu import cpu_overrides
-
-TOY_REWARD = Path(__file__).with_name("roc_toy_reward.py")
-CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
 PROMPTS, G, OVERSAMPLE = 4, 4, 8
 
 HARD_ODD_REWARD = f'''"""roc_toy_reward, but odd-index prompts are never solved (all-equal groups for DAPO to evict)."""
@@ -44,40 +36,20 @@ def _cmd(tiny_assets, ray_temp_dir, tmp_path, *overrides: str, mini: int = PROMP
     """main_ppo on grporoc.yaml, CPU backend, RoC with oversampling; ``mini`` = ppo_mini_batch_size (prompts)."""
     reward = tmp_path / "hard_odd_reward.py"
     reward.write_text(HARD_ODD_REWARD)
-    return [
-        sys.executable,
-        "-m",
-        "verl.trainer.main_ppo",
-        f"--config-path={CONFIG_DIR}",
-        "--config-name=grporoc",
-        *cpu_overrides(n_gpus=1, ray_temp_dir=ray_temp_dir),
+    return toy_trainer_command(
+        tiny_assets,
+        ray_temp_dir,
+        tmp_path,
         "trainer.use_v1=True",
-        "algorithm.roc.min_pos=1",
-        "algorithm.roc.min_neg=1",
         f"algorithm.roc.oversample_n={OVERSAMPLE}",
         f"actor_rollout_ref.rollout.n={G}",
-        f"data.train_files={tiny_assets['train']}",
-        f"data.val_files={tiny_assets['test']}",
         f"data.train_batch_size={PROMPTS}",
         "data.shuffle=False",  # prompts 0, 1, 2, ... in order: which groups are all-wrong is known
-        "data.max_prompt_length=64",
-        "data.max_response_length=32",
-        f"actor_rollout_ref.model.path={tiny_assets['model']}",
-        "actor_rollout_ref.actor.optim.lr=1e-3",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={mini * G}",  # one micro-batch per mini-batch
-        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={mini * G}",
-        "actor_rollout_ref.rollout.calculate_log_probs=True",
-        f"reward.custom_reward_function.path={reward}",
-        "reward.custom_reward_function.name=compute_score",
-        "trainer.logger=console",
-        "trainer.val_before_train=False",
-        "trainer.test_freq=-1",
-        "trainer.save_freq=-1",
-        "trainer.total_training_steps=2",
-        f"trainer.default_local_dir={tmp_path / 'ckpt'}",
         *overrides,
-    ]
+        reward=reward,
+        micro_batch=mini * G,  # one micro-batch per mini-batch
+    )
 
 
 @pytest.mark.slow

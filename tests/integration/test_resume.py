@@ -9,7 +9,6 @@ uninterrupted run would given the same rollouts.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -50,14 +49,14 @@ def test_selection_is_a_function_of_inputs_seed_and_step_only(tmp_path):
 def test_resume_from_a_verl_checkpoint_selects_like_an_uninterrupted_run(
     tiny_assets, ray_temp_dir, run_trainer, tmp_path
 ):
-    from test_e2e_trainer import _common
+    from test_e2e_trainer import _command
     from trainer_log import metric as _metric
 
     ckpt, dumps = tmp_path / "ckpt", tmp_path / "dumps"
     base = [
-        sys.executable, "-m", "verl.trainer.main_ppo", *_common(tiny_assets, ray_temp_dir, tmp_path),
-        "trainer.use_v1=True", "actor_rollout_ref.rollout.n=4", "algorithm.roc.oversample_n=8",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=4", "algorithm.roc.empty_batch=keep_one",
+        *_command(tiny_assets, ray_temp_dir, tmp_path), "trainer.use_v1=True", "actor_rollout_ref.rollout.n=4",
+        "algorithm.roc.oversample_n=8", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "algorithm.roc.empty_batch=keep_one",
         *(f"algorithm.roc.{k}={v}" for k, v in RANDOM_MODES.items()), "algorithm.roc.seed=11",
         f"trainer.default_local_dir={ckpt}",
     ]  # fmt: skip

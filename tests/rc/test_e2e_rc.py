@@ -7,18 +7,10 @@ G = 4 per group with the token mix of each sign, and the selection stage reports
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
+from toy_trainer import toy_trainer_command
 from trainer_log import metric as _metric
 
-import grporoc_plugin
-from grporoc_plugin.cpu import cpu_overrides
-
-TOY_REWARD = Path(__file__).resolve().parents[1] / "integration" / "roc_toy_reward.py"
-CONFIG_DIR = os.path.join(os.path.dirname(grporoc_plugin.__file__), "config")
 PROMPTS, G, OVERSAMPLE = 4, 4, 8
 
 
@@ -28,42 +20,23 @@ def test_v1_main_ppo_with_rc_grpo_and_stratified_roc(tiny_assets, ray_temp_dir, 
 
     model = tmp_path / "tiny_rc"
     add_reward_tokens(tiny_assets["model"], str(model))
-    cmd = [
-        sys.executable,
-        "-m",
-        "verl.trainer.main_ppo",
-        f"--config-path={CONFIG_DIR}",
-        "--config-name=grporoc",
-        *cpu_overrides(n_gpus=1, ray_temp_dir=ray_temp_dir),
+    cmd = toy_trainer_command(
+        tiny_assets,
+        ray_temp_dir,
+        tmp_path,
         "algorithm.rc.enable=True",
         "algorithm.rc.p_high=0.5",
         "algorithm.roc.stratify_by=rc_token",
-        "algorithm.roc.min_pos=1",
-        "algorithm.roc.min_neg=1",
         f"algorithm.roc.oversample_n={OVERSAMPLE}",
         "algorithm.filter_groups.enable=True",
         "algorithm.filter_groups.metric=acc",
         f"actor_rollout_ref.rollout.n={G}",
-        f"data.train_files={tiny_assets['train']}",
-        f"data.val_files={tiny_assets['test']}",
         f"data.train_batch_size={PROMPTS}",
-        "data.max_prompt_length=96",
-        "data.max_response_length=32",
-        f"actor_rollout_ref.model.path={model}",
-        "actor_rollout_ref.actor.optim.lr=1e-3",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={PROMPTS}",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={PROMPTS * G}",
-        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={PROMPTS * G}",
-        "actor_rollout_ref.rollout.calculate_log_probs=True",
-        f"reward.custom_reward_function.path={TOY_REWARD}",
-        "reward.custom_reward_function.name=compute_score",
-        "trainer.logger=console",
-        "trainer.val_before_train=False",
-        "trainer.test_freq=-1",
-        "trainer.save_freq=-1",
-        "trainer.total_training_steps=2",
-        f"trainer.default_local_dir={tmp_path / 'ckpt'}",
-    ]
+        model=str(model),
+        max_prompt_length=96,
+        micro_batch=PROMPTS * G,
+    )
     steps, output = run_trainer(cmd, tmp_path, "e2e rc-grpo")
     assert "RC-GRPO: the token" not in output  # no token lost to prompt truncation
     for step in (1, 2):
