@@ -284,8 +284,7 @@ class RoCStage:
         s = self.settings
         m = len(sessions)
         values = np.asarray(sessions.correct_values, dtype=np.float64).reshape(m)
-        # NaN/inf correctness (a broken verifier) reads as incorrect: a failure is never promoted to a positive
-        correct = np.where(np.isfinite(values), values, -np.inf) > s.correct_threshold
+        correct = self._positives(values)
         stats = trajectory_stats(sessions, self.penalty_config)
         penalty = combine_penalties(stats.p_err, stats.p_format, self.penalty_config)
         available = float(stats.available.mean()) if m else 1.0
@@ -332,6 +331,11 @@ class RoCStage:
         if s.dump_dir:
             self._dump(step, world_size, sessions.group_ids, values, stats, kept)
         return Selection(kept, metrics)
+
+    def _positives(self, values: np.ndarray) -> np.ndarray:
+        """(m,) bool: correctness above ``correct_threshold``. NaN/inf (a broken verifier) reads as incorrect: a
+        failure is never promoted to a positive."""
+        return np.where(np.isfinite(values), values, -np.inf) > self.settings.correct_threshold
 
     def _dump(self, step, world_size, group_ids, values, stats: TrajectoryStats, kept: np.ndarray) -> None:
         """Append this step's selection inputs and result to ``dump_dir/selection.jsonl`` (spec edge case 29: the
@@ -396,6 +400,31 @@ class RoCStage:
         order = sorted(range(m), key=lambda i: (first[group_ids[i]], i))
         want = min(m - m % world_size, -(-self.settings.keep_n // world_size) * world_size)
         return np.sort(np.asarray(order[:want], dtype=np.int64))
+
+    def keep_one_instead(self, selection: Selection, sessions: Sessions, world_size: int = 1) -> np.ndarray:
+        """The ``keep_one`` fallback for an all-rejected ``selection``: returns the sessions to train on and updates
+        the selection's counts to them, so that ``roc/rows_kept``, ``roc/groups_kept``, ``roc/kept_pos`` ... say what
+        the update sees (flagged by ``roc/empty_batch_kept_one``). The ``*_after`` means and the selection log
+        (``dump_dir``) stay the rule's own, empty, selection."""
+        kept = self.keep_one(sessions.group_ids, world_size=world_size)
+        m = len(sessions)
+        values = np.asarray(sessions.correct_values, dtype=np.float64).reshape(m)
+        n_pos = int(np.count_nonzero(self._positives(values)[kept]))
+        n_groups = len({sessions.group_ids[i] for i in kept})
+        metrics = selection.metrics
+        groups_before = metrics.get("roc/groups_before", float(len(set(sessions.group_ids))))
+        metrics.update(
+            {
+                "roc/empty_batch_kept_one": 1.0,
+                "roc/rows_kept": float(kept.size),
+                "roc/rows_dropped": float(m - kept.size),
+                "roc/groups_kept": float(n_groups),
+                "roc/groups_dropped": float(groups_before - n_groups),
+                "roc/kept_pos": float(n_pos),
+                "roc/kept_neg": float(kept.size - n_pos),
+            }
+        )
+        return kept
 
 
 #: TrajectoryStats fields a dump record carries (enough to recompute the penalty and the pre-filters).

@@ -81,8 +81,7 @@ def select_dataproto_inplace(batch: DataProto, stage: RoCStage, *, step: int, wo
     kept = selection.kept
     if kept.size == 0:
         stage.on_empty_batch(step=step, refills_done=0, can_refill=False)
-        kept = stage.keep_one(sessions.group_ids, world_size=world_size)
-        selection.metrics["roc/empty_batch_kept_one"] = 1.0
+        kept = stage.keep_one_instead(selection, sessions, world_size=world_size)
     if kept.size != len(batch):
         selected = batch.select_idxs(kept)
         batch.batch, batch.non_tensor_batch = selected.batch, selected.non_tensor_batch

@@ -23,14 +23,15 @@ import os
 import time
 from typing import Any
 
+import numpy as np
 import transfer_queue as tq
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
 from grporoc_plugin import compat
-from grporoc_plugin.adapter import RoCStage
+from grporoc_plugin.adapter import RoCStage, Selection
 from grporoc_plugin.config import RoCConfigError, resolve_settings
-from grporoc_plugin.v1.kv import SessionLayout, read_sessions, split_batch
+from grporoc_plugin.v1.kv import read_sessions, split_batch
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -57,10 +58,16 @@ def select_kv_batch(
     return kept, dropped, selection.metrics
 
 
-def keep_one_kv(batch: KVBatchMeta, stage: RoCStage) -> tuple[KVBatchMeta, list[str]]:
-    """The empty-batch fallback on a TransferQueue batch (see :meth:`RoCStage.keep_one`)."""
-    layout = SessionLayout(list(batch.keys))
-    return split_batch(batch, layout, stage.keep_one(layout.group_ids))
+def keep_one_kv(
+    batch: KVBatchMeta, stage: RoCStage, metrics: dict[str, float], *, colocated: bool = False
+) -> tuple[KVBatchMeta, list[str]]:
+    """The empty-batch fallback on a TransferQueue batch (see :meth:`RoCStage.keep_one_instead`); updates the
+    selection ``metrics`` to the kept sessions. Reads the sessions again: a rare path, kept out of the common one."""
+    sessions, layout = read_sessions(batch, stage, colocated=colocated)
+    chosen = stage.keep_one_instead(Selection(np.empty(0, dtype=np.int64), metrics), sessions)
+    kept, dropped = split_batch(batch, layout, chosen)
+    metrics["roc/trajectory_rows_kept"] = float(len(kept.keys))
+    return kept, dropped
 
 
 class RoCReplayBuffer(ReplayBuffer):
@@ -160,8 +167,7 @@ class RoCReplayBuffer(ReplayBuffer):
                 refill_s += time.perf_counter() - refill_started
                 metrics.update({k: metrics.get(k, 0) + v for k, v in more.items() if isinstance(v, int | float)})
                 continue
-            kept, dropped = keep_one_kv(batch, self.stage)
-            roc_metrics["roc/empty_batch_kept_one"] = 1.0
+            kept, dropped = keep_one_kv(batch, self.stage, roc_metrics)
             break
         roc_metrics["roc/empty_batch_refills"] = float(refills)
         if dropped:

@@ -63,8 +63,7 @@ class RoCTrainerSync(PPOTrainerSync):
             chosen = selection.kept
             if not chosen.size:
                 self.roc_stage.on_empty_batch(step=self.global_steps, refills_done=0, can_refill=False)
-                chosen = self.roc_stage.keep_one(layout.group_ids)
-                selection.metrics["roc/empty_batch_kept_one"] = 1.0
+                chosen = self.roc_stage.keep_one_instead(selection, sessions)
             kept, dropped = split_batch(batch, layout, chosen)
             if dropped:
                 tq.kv_clear(keys=dropped, partition_id=batch.partition_id)

@@ -103,13 +103,23 @@ def test_grporoc_sync_trainer_mode(tiny_assets, ray_temp_dir, run_trainer, tmp_p
     )
     steps, output = run_trainer(cmd, tmp_path, "e2e composition")
     assert "grporoc: RoC sampler active" not in output
+    both_mixed = 0
     for step in (1, 2):
         line = steps[step]
-        # 2 of 4 groups all-wrong (no DAPO here): RoC drops them whole, keeps G of the 2 mixed ones
+        # The 2 odd groups are all wrong (no DAPO here): RoC drops them whole and keeps G of each mixed group. The
+        # even groups are mixed by a coin per response: all 8 alike happens (~1 % per group; seen once in CI), and
+        # such a group is dropped too.
         assert _metric(line, "roc/rows_before") == PROMPTS * OVERSAMPLE
-        assert _metric(line, "roc/groups_rejected_all_wrong") == 2
-        assert _metric(line, "roc/rows_kept") == 2 * G and _metric(line, "roc/groups_kept") == 2
-        assert _metric(line, "actor/grad_norm") > 0
+        wrong, right = _metric(line, "roc/groups_rejected_all_wrong"), _metric(line, "roc/groups_rejected_all_correct")
+        assert wrong >= 2
+        mixed = PROMPTS - wrong - right
+        if mixed:
+            assert _metric(line, "roc/groups_kept") == mixed and _metric(line, "roc/rows_kept") == mixed * G
+            assert _metric(line, "actor/grad_norm") > 0
+        else:  # every group rejected: one zero-advantage group, counted as what is trained on
+            assert _metric(line, "roc/empty_batch_kept_one") == 1 and _metric(line, "roc/rows_kept") == G
+        both_mixed += mixed == 2
+    assert both_mixed, "no step with both even groups mixed (by chance only if both steps were unlucky)"
 
 
 def test_micro_batch_that_kept_rows_cannot_fill_fails_at_start_up():

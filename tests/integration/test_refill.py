@@ -137,6 +137,7 @@ def test_refills_exhausted_fall_back_to_keep_one(transfer_queue, put_group, max_
     assert len({k.split("_")[0] for k in batch.keys}) == 1 and {k.split("_")[0] for k in batch.keys} <= last_uids
     assert sorted(batch.keys) == sorted(f"{batch.keys[0].split('_')[0]}_{s}_0" for s in range(G))
     assert metrics["roc/empty_batch_kept_one"] == 1.0 and metrics["roc/empty_batch_refills"] == float(max_refills)
+    assert metrics["roc/rows_kept"] == G and metrics["roc/groups_kept"] == 1  # what is trained on
     assert stored(tq) == set(batch.keys)
     tq.kv_clear(keys=list(batch.keys), partition_id="train")
 

@@ -77,6 +77,10 @@ def test_v0_empty_batch_and_missing_acc():
     v0_trainer(dp=2, empty_batch="keep_one")._balance_batch(batch, metrics)
     assert len(batch) == 4 and set(batch.non_tensor_batch["uid"]) == {"u0"}
     assert metrics["roc/empty_batch_kept_one"] == 1.0
+    # the counts say what the update trains on: the fallback group (all correct here), not the rule's empty choice
+    assert (metrics["roc/rows_kept"], metrics["roc/rows_dropped"]) == (4, 12)
+    assert (metrics["roc/groups_kept"], metrics["roc/groups_dropped"]) == (1, 1)
+    assert (metrics["roc/kept_pos"], metrics["roc/kept_neg"]) == (4, 0)
 
     # keep_one must respect the data-parallel size too (V0 has no padding rows): G=2 with dp=4 keeps 4 rows
     batch = make_batch([[1] * 4, [0] * 4])

@@ -94,6 +94,11 @@ def test_empty_batch_keep_one_and_error(transfer_queue, put_group):
     batch, metrics = make_buffer().sample(global_steps=2, partition_id="train", batch_size=2)
     assert metrics["roc/empty_batch_kept_one"] == 1.0
     assert len(batch.keys) == 4 and len({k.split("_")[0] for k in batch.keys}) == 1
+    kept_pos = 4.0 if batch.keys[0].startswith("e2") else 0.0  # the first group in rollout order: all wrong or right
+    assert (metrics["roc/rows_kept"], metrics["roc/rows_dropped"], metrics["roc/groups_kept"]) == (4, 12, 1)
+    assert (metrics["roc/kept_pos"], metrics["roc/kept_neg"]) == (kept_pos, 4 - kept_pos)
+    assert metrics["roc/trajectory_rows_kept"] == 4
+    assert metrics["roc/rows_kept"] + metrics["roc/rows_dropped"] + metrics["roc/sessions_missing"] == 16
     assert stored_keys(tq) == set(batch.keys)
     tq.kv_clear(keys=list(batch.keys), partition_id="train")
 
