@@ -198,6 +198,20 @@ def test_grporoc_sync_trainer_selects_in_balance_batch(transfer_queue, put_group
     assert stored_keys(tq) == set(out.keys)
     tq.kv_clear(keys=list(out.keys), partition_id="train")
 
+    # every group rejected (a drifted reward model can score all alike): one zero-advantage group is trained on,
+    # and the counts say so
+    put_group(tq, "s4", [{"acc": 1.0}] * 8)
+    put_group(tq, "s5", [{"acc": 0.0}] * 8)
+    batch, _ = ReplayBuffer("sync", {}, None, "drop", {}, poll_interval=0.05).sample(2, "train", 2)
+    trainer.global_steps = 2
+    metrics = {}
+    out = trainer._balance_batch(batch, metrics)
+    assert sorted(out.keys) == [f"s4_{i}_0" for i in range(4)] and metrics["roc/empty_batch_kept_one"] == 1
+    assert (metrics["roc/rows_kept"], metrics["roc/rows_dropped"], metrics["roc/groups_kept"]) == (4, 12, 1)
+    assert (metrics["roc/kept_pos"], metrics["roc/kept_neg"]) == (4, 0)
+    assert stored_keys(tq) == set(out.keys)
+    tq.kv_clear(keys=list(out.keys), partition_id="train")
+
 
 def test_first_k_negatives_follow_rollout_index_not_arrival_order(transfer_queue, put_group):
     """Async rollouts reach TransferQueue in completion order; first_k must still mean the lowest session indices."""
