@@ -11,7 +11,7 @@ from grporoc_plugin.sandbox.config import (
     ExecutionResult,
     SandboxConfig,
     SandboxConfigError,
-    SandboxStartKilledError,
+    SandboxStartInterruptedError,
     SandboxUnavailableError,
 )
 from grporoc_plugin.sandbox.pool import SandboxPool, aexecute, close_default_pool, default_pool, execute
@@ -23,7 +23,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxConfigError",
     "SandboxPool",
-    "SandboxStartKilledError",
+    "SandboxStartInterruptedError",
     "SandboxUnavailableError",
     "aexecute",
     "close_default_pool",

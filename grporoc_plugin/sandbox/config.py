@@ -38,9 +38,10 @@ class SandboxUnavailableError(RuntimeError):
     """The isolation a config requires is not available on this machine."""
 
 
-class SandboxStartKilledError(SandboxUnavailableError):
-    """The sandbox server was killed (SIGKILL: an operator, the OOM killer) while it started. That says nothing about
-    what the machine supports, so ``isolation="auto"`` never falls back to weaker isolation on it."""
+class SandboxStartInterruptedError(SandboxUnavailableError):
+    """The sandbox server was killed (SIGKILL: an operator, the OOM killer) or ran out of time while it started. That
+    says nothing about what the machine supports: ``isolation="auto"`` retries the same isolation and never falls
+    back to a weaker one on it."""
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 Minimal everything (the full experiment's own warm start, shipped in ``tests/assets/arith_policy``: it solves ~70 %
 of the task, so groups hold both outcomes; no further SFT, 2 prompts per step, G = 4): it checks the pipeline (warm
-start -> three trainer runs -> metrics.csv / curves.png / summary.md, progress with ETA) and that every arm trained on
+start -> two trainer runs -> metrics.csv / curves.png / summary.md, progress with ETA) and that every arm trained on
 a real learning signal (rewarded rollouts, tool calls run in the sandbox, non-zero advantages), not the result.
 The random arm is the RoC arm's 2G -> G path with another selection rule (``tests/experiments/test_experiment_units``
-resolves each arm's settings); leaving it out keeps CI a trainer launch shorter. About 3 minutes on 2 free cores.
+resolves each arm's settings; its end-to-end run and the "roc - random" rows are left to `make experiment`), which
+keeps CI a trainer launch shorter. About 3 minutes on 2 free cores.
 """
 
 from __future__ import annotations

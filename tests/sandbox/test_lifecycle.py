@@ -16,7 +16,7 @@ import psutil
 import pytest
 from sandbox_helpers import MODES, pool_processes
 
-from grporoc_plugin.sandbox import SandboxConfig, SandboxPool, SandboxStartKilledError
+from grporoc_plugin.sandbox import SandboxConfig, SandboxPool, SandboxStartInterruptedError
 from grporoc_plugin.sandbox.cgroups import pool_resources, sweep_stale
 
 CFG = SandboxConfig(isolation=MODES[0], max_concurrency=2)
@@ -156,26 +156,38 @@ def _kill_next_servers(monkeypatch, count: int) -> list[int]:
     return killed
 
 
-def test_server_killed_during_auto_start_never_weakens_isolation(monkeypatch, caplog):
-    """A SIGKILL during start says nothing about what the machine supports: ``auto`` must not fall back to weaker
-    isolation on it (seen in CI: a server killed while it started left the pool rlimits-only)."""
+def test_server_killed_during_auto_start_is_retried_never_weakened(monkeypatch, caplog):
+    """A SIGKILL during start says nothing about what the machine supports: ``auto`` starts the same isolation again
+    and never falls back to a weaker one on it (seen in CI: a kill during start left the pool on bubblewrap)."""
+    caplog.set_level(logging.WARNING, logger="grporoc_plugin.sandbox")
+    with SandboxPool(SandboxConfig(isolation="auto", max_concurrency=1)) as reference:
+        expected = reference.isolation  # what auto gives on this host, undisturbed
+    fallbacks = caplog.text.count("fell back")  # hosts without namespaces fall back on every start
+    caplog.clear()
+    killed = _kill_next_servers(monkeypatch, 1)
+    with SandboxPool(SandboxConfig(isolation="auto", max_concurrency=1)) as pool:
+        assert len(killed) == 1 and "killed (SIGKILL) during start" in caplog.text, caplog.text
+        assert pool.isolation == expected and caplog.text.count("fell back") == fallbacks, caplog.text
+        assert pool.execute("print(5)").stdout == "5\n"
+
+
+def test_server_killed_at_every_start_attempt_fails_without_falling_back(monkeypatch, caplog):
+    from grporoc_plugin.sandbox.backends.forkserver import ForkServerBackend
+
     caplog.set_level(logging.WARNING, logger="grporoc_plugin.sandbox")
     before = pool_resources()
-    killed = _kill_next_servers(monkeypatch, 1)
-    with pytest.raises(SandboxStartKilledError, match="killed"):
+    killed = _kill_next_servers(monkeypatch, ForkServerBackend.START_ATTEMPTS)
+    with pytest.raises(SandboxStartInterruptedError, match="killed"):
         SandboxPool(SandboxConfig(isolation="auto", max_concurrency=1))
-    assert len(killed) == 1, "only the first candidate was tried"
+    assert len(killed) == ForkServerBackend.START_ATTEMPTS, "each attempt restarts the same isolation mode"
     assert "fell back" not in caplog.text, caplog.text
     assert pool_resources() == before, "a failed start left a cgroup or temp dir behind"
-    with SandboxPool(SandboxConfig(isolation="auto", max_concurrency=1)) as pool:  # the next start is the real one
-        assert pool.isolation.split("+")[0] == {"namespaces": "netns", "bwrap": "bwrap"}.get(MODES[0], "rlimits-only")
-        assert pool.execute("print(5)").stdout == "5\n"
 
 
 def test_server_killed_during_restart_keeps_the_pool_and_its_isolation(monkeypatch, caplog):
     caplog.set_level(logging.WARNING, logger="grporoc_plugin.sandbox")
     with SandboxPool(CFG) as pool:
-        isolation, first = pool.isolation, pool.server_pid
+        features, first = pool._backend.client.features, pool.server_pid
         os.kill(first, signal.SIGKILL)
         killed = _kill_next_servers(monkeypatch, 1)
         deadline = time.monotonic() + 10
@@ -184,6 +196,6 @@ def test_server_killed_during_restart_keeps_the_pool_and_its_isolation(monkeypat
         r = pool.execute("print(6)")  # the restart is killed: this call fails as an infrastructure error...
         assert r.status == "sandbox_error" and "killed (SIGKILL) during start" in r.detail, r
         assert len(killed) == 1 and "restarting it" in caplog.text
-        r = pool.execute("print(6)")  # ...and the next one gets a new server with the same isolation
+        r = pool.execute("print(6)")  # ...and the next one gets a new server with the same isolation layers
         assert (r.status, r.stdout) == ("ok", "6\n"), r
-        assert pool.isolation == isolation and pool.server_pid not in (first, *killed)
+        assert pool._backend.client.features == features and pool.server_pid not in (first, *killed)

@@ -17,7 +17,7 @@ from typing import NoReturn
 from grporoc_plugin.sandbox import launcher
 from grporoc_plugin.sandbox.backends.base import PoolContext, done, register_backend, sandbox_error, to_result
 from grporoc_plugin.sandbox.cgroups import RESOURCE_PREFIX, PoolCgroups, kill_all
-from grporoc_plugin.sandbox.config import SandboxConfig, SandboxStartKilledError, SandboxUnavailableError
+from grporoc_plugin.sandbox.config import SandboxConfig, SandboxStartInterruptedError, SandboxUnavailableError
 from grporoc_plugin.sandbox.layout import bwrap_args, fs_layout, sandbox_path
 from grporoc_plugin.sandbox.seccomp import filter_bpf
 from grporoc_plugin.sandbox.server import _broker
@@ -137,13 +137,19 @@ class ForkServerClient:
             parent.settimeout(cfg.start_timeout_s)
             _broker.send_frame(parent, self._server_config(cfg, mode, ctx, cg, bpf))
             hello = _broker.recv_frame(parent)
+        except TimeoutError:
+            self.kill()
+            raise SandboxStartInterruptedError(
+                f"sandbox fork server ({mode}) did not start within start_timeout_s={cfg.start_timeout_s}"
+            ) from None
         except (OSError, EOFError) as e:
             self._fail_start(repr(e))
         if not isinstance(hello, dict):
             self._fail_start("it exited before saying hello")
         if not hello.get("ready"):
             self.kill()
-            raise SandboxUnavailableError(f"sandbox fork server ({mode}) failed to start: {hello.get('error')}")
+            error = SandboxStartInterruptedError if hello.get("interrupted") else SandboxUnavailableError
+            raise error(f"sandbox fork server ({mode}) failed to start: {hello.get('error')}")
         parent.settimeout(None)
         self.server_pid: int = hello["pid"]
         self.features: frozenset[str] = frozenset(hello["features"])
@@ -209,15 +215,19 @@ class ForkServerClient:
 
     def _fail_start(self, why: str) -> NoReturn:
         """The server went away during start. Killed by SIGKILL, it was a fault from outside (an operator, the OOM
-        killer), not a missing capability: ``SandboxStartKilledError``, on which ``auto`` does not fall back."""
+        killer), not a missing capability: ``SandboxStartInterruptedError``, on which ``auto`` does not fall back."""
         try:
-            rc = self.proc.wait(timeout=1)  # its own exit status, read before kill() would put a SIGKILL there
+            # its own exit status, read before kill() would put a SIGKILL there (the connection drops a moment before
+            # the process is reaped; a loaded machine can take seconds)
+            rc = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             rc = None
         self.kill()
         # bubblewrap reports its child's death by a signal as 128 + the signal
         if rc == -signal.SIGKILL or (self.mode == "bwrap" and rc == 128 + signal.SIGKILL):
-            raise SandboxStartKilledError(f"sandbox fork server ({self.mode}) was killed (SIGKILL) during start: {why}")
+            raise SandboxStartInterruptedError(
+                f"sandbox fork server ({self.mode}) was killed (SIGKILL) during start: {why}"
+            )
         status = "still running" if rc is None else self.describe_returncode(rc)
         raise SandboxUnavailableError(f"sandbox fork server ({self.mode}) failed to start ({status}): {why}")
 
@@ -298,17 +308,18 @@ class ForkServerBackend:
                 "SandboxConfig.isolation='bwrap' but the bwrap binary is not installed (apt-get install bubblewrap)"
             )
         if mode != "auto":
-            return mode, self._start(mode)
-        # Namespaces set up by the server itself are fastest; fall back to bubblewrap, then to rlimits only.
+            return mode, self._start_retrying(mode)
+        # Namespaces set up by the server itself are fastest; fall back to bubblewrap, then to rlimits only, but only
+        # on what the machine reports: an interrupted start is retried, never a reason for weaker isolation.
         tried = []
         for candidate in ("namespaces", "bwrap"):
             if candidate == "bwrap" and bwrap_path() is None:
                 tried.append("bwrap: not installed")
                 continue
             try:
-                client = self._start(candidate)
-            except SandboxStartKilledError:
-                raise  # killed from outside: falling back would weaken isolation for no reason about this machine
+                client = self._start_retrying(candidate)
+            except SandboxStartInterruptedError:
+                raise
             except SandboxUnavailableError as e:
                 tried.append(f"{candidate}: {e}")
                 continue
@@ -320,7 +331,21 @@ class ForkServerBackend:
             client.close()
             self._forget_server()
         self._warn_fallback("none", tried)
-        return "none", self._start("none")
+        return "none", self._start_retrying("none")
+
+    #: Starts of one isolation mode tried when each is interrupted (killed, timed out) before giving up.
+    START_ATTEMPTS = 3
+
+    def _start_retrying(self, mode: str) -> ForkServerClient:
+        for attempt in range(1, self.START_ATTEMPTS + 1):
+            try:
+                return self._start(mode)
+            except SandboxStartInterruptedError as e:
+                if attempt == self.START_ATTEMPTS:
+                    raise
+                logger.warning("%s; starting it again (attempt %d of %d)", e, attempt + 1, self.START_ATTEMPTS)
+                self._forget_server()
+        raise AssertionError("unreachable")
 
     def _warn_fallback(self, mode: str, tried: list[str]) -> None:
         self.notes += tried

@@ -60,6 +60,9 @@ LAYERS = {
 }
 
 
+SLOTS_TIMEOUT = "sandbox slots did not start in time"
+
+
 def send_frame(sock: socket.socket, obj: object) -> None:
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     sock.sendall(HEADER.pack(len(payload)) + payload)
@@ -602,7 +605,7 @@ class Broker:
         ):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self.failed = "sandbox slots did not start in time"
+                self.failed = SLOTS_TIMEOUT
                 return
             for key, _ in self.sel.select(remaining):
                 kind, arg = key.data
@@ -703,7 +706,8 @@ def main() -> None:
     broker = Broker(host, ours, cfg, plan)
     broker.wait_ready(cfg["start_timeout_s"])
     if broker.failed:
-        send_frame(host, {"ready": False, "error": broker.failed})
+        # out of time (a loaded machine) is no verdict on the isolation: the host retries instead of falling back
+        send_frame(host, {"ready": False, "error": broker.failed, "interrupted": broker.failed == SLOTS_TIMEOUT})
         return
     send_frame(host, {"ready": True, "pid": os.getpid(), "features": sorted(features), "notes": notes})
     broker.serve()
