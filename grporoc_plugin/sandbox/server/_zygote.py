@@ -27,10 +27,11 @@ import traceback
 from dataclasses import dataclass
 
 try:  # package mode (host-side imports and tests) or script mode (the fork server's interpreter)
-    from . import _confine, _linux
+    from . import _confine, _linux, _runner
 except ImportError:
     import _confine
     import _linux
+    import _runner
 
 MAX_MSG = 1 << 16
 
@@ -210,6 +211,7 @@ def template_main(sock: socket.socket, sp: SlotPlan, broker_pid: int) -> None:
         if os.getppid() != broker_pid:
             _kill_everything_and_exit()
         _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)  # orphans of a dead zygote come here, to be killed
+        _runner.warm_up()  # before any fork: what the first run would build, every run inherits
         gc.collect()
         gc.freeze()  # forked zygotes and runs never traverse (and so never copy-on-write) these objects
         Template(sock, sp).serve()
