@@ -38,7 +38,7 @@ from grporoc_plugin.config import (
 from grporoc_plugin.penalties import ERROR_KINDS, PenaltyConfig, combine_penalties, structured_penalties
 from grporoc_plugin.rc.metrics import rc_metrics, session_tokens
 from grporoc_plugin.rc.settings import RCSettings, rc_settings_from_config
-from grporoc_plugin.roc import select_rollouts
+from grporoc_plugin.roc import select_rollouts, trained_metrics
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -283,10 +283,7 @@ class RoCStage:
         """Run the configured selection on one batch; when ``enable`` is false everything is kept."""
         s = self.settings
         m = len(sessions)
-        values = np.asarray(sessions.correct_values, dtype=np.float64).reshape(m)
-        correct = self._positives(values)
-        stats = trajectory_stats(sessions, self.penalty_config)
-        penalty = combine_penalties(stats.p_err, stats.p_format, self.penalty_config)
+        values, correct, stats, penalty, engine_stats = self._inputs(sessions)
         available = float(stats.available.mean()) if m else 1.0
         if self.uses_penalty and available < 1.0:
             _warn_once(
@@ -297,16 +294,6 @@ class RoCStage:
                 "roc/penalty_available < 1.",
                 100 * (1 - available),
                 level=logging.ERROR,
-            )
-        known = np.isfinite(stats.tool_calls)
-        engine_stats = {
-            "p_err": stats.p_err,
-            "p_format": stats.p_format,
-            "void_turns": np.nan_to_num(stats.void_turns),
-        }
-        if known.all():
-            engine_stats.update(
-                tool_calls=stats.tool_calls, tool_errors=stats.tool_errors, no_tool=stats.tool_calls <= 0
             )
         kept, metrics = select_rollouts(
             sessions.group_ids,
@@ -331,6 +318,18 @@ class RoCStage:
         if s.dump_dir:
             self._dump(step, world_size, sessions.group_ids, values, stats, kept)
         return Selection(kept, metrics)
+
+    def _inputs(self, sessions: Sessions) -> tuple[np.ndarray, np.ndarray, TrajectoryStats, np.ndarray, dict]:
+        """(values, correct, stats, penalty, the selection engine's stats) of a batch, all (m,)."""
+        values = np.asarray(sessions.correct_values, dtype=np.float64).reshape(len(sessions))
+        stats = trajectory_stats(sessions, self.penalty_config)
+        penalty = combine_penalties(stats.p_err, stats.p_format, self.penalty_config)
+        engine_stats = {"p_err": stats.p_err, "p_format": stats.p_format, "void_turns": np.nan_to_num(stats.void_turns)}
+        if np.isfinite(stats.tool_calls).all():
+            engine_stats.update(
+                tool_calls=stats.tool_calls, tool_errors=stats.tool_errors, no_tool=stats.tool_calls <= 0
+            )
+        return values, self._positives(values), stats, penalty, engine_stats
 
     def _positives(self, values: np.ndarray) -> np.ndarray:
         """(m,) bool: correctness above ``correct_threshold``. NaN/inf (a broken verifier) reads as incorrect: a
@@ -403,27 +402,18 @@ class RoCStage:
 
     def keep_one_instead(self, selection: Selection, sessions: Sessions, world_size: int = 1) -> np.ndarray:
         """The ``keep_one`` fallback for an all-rejected ``selection``: returns the sessions to train on and updates
-        the selection's counts to them, so that ``roc/rows_kept``, ``roc/groups_kept``, ``roc/kept_pos`` ... say what
-        the update sees (flagged by ``roc/empty_batch_kept_one``). The ``*_after`` means and the selection log
-        (``dump_dir``) stay the rule's own, empty, selection."""
+        the selection's metrics that depend on them (``roc/rows_kept``, ``roc/groups_kept``, ``roc/kept_pos`` ...,
+        the ``*_after`` means, ``rc/kept_*``), so that they say what the update sees; flagged by
+        ``roc/empty_batch_kept_one``. The selection log (``dump_dir``) stays the rule's own, empty, selection."""
         kept = self.keep_one(sessions.group_ids, world_size=world_size)
-        m = len(sessions)
-        values = np.asarray(sessions.correct_values, dtype=np.float64).reshape(m)
-        n_pos = int(np.count_nonzero(self._positives(values)[kept]))
-        n_groups = len({sessions.group_ids[i] for i in kept})
+        values, correct, _, penalty, engine_stats = self._inputs(sessions)
         metrics = selection.metrics
-        groups_before = metrics.get("roc/groups_before", float(len(set(sessions.group_ids))))
-        metrics.update(
-            {
-                "roc/empty_batch_kept_one": 1.0,
-                "roc/rows_kept": float(kept.size),
-                "roc/rows_dropped": float(m - kept.size),
-                "roc/groups_kept": float(n_groups),
-                "roc/groups_dropped": float(groups_before - n_groups),
-                "roc/kept_pos": float(n_pos),
-                "roc/kept_neg": float(kept.size - n_pos),
-            }
-        )
+        stale = [k for k in metrics if k.startswith("roc/pos_") and k.endswith("_after")]
+        for key in [*stale, "roc/kept_pos_per_group_mean"]:
+            metrics.pop(key, None)  # the rule's empty selection has none; a fallback without positives none either
+        metrics.update(trained_metrics(sessions.group_ids, correct, penalty, kept, stats=engine_stats))
+        metrics.update(rc_metrics(sessions.group_ids, values, correct, sessions.counters, kept, self.rc))
+        metrics["roc/empty_batch_kept_one"] = 1.0
         return kept
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "factorize_groups",
     "select_rollouts",
     "selection_metrics",
+    "trained_metrics",
 ]
 
 
@@ -555,19 +556,12 @@ def selection_metrics(
     """
     m = int(batch.codes.size)
     pos_idx = np.flatnonzero(batch.is_pos)
-    kept_pos_idx = np.flatnonzero(kept & batch.is_pos)
-    n_kept, n_pos, n_kept_pos = int(np.count_nonzero(kept)), int(pos_idx.size), int(kept_pos_idx.size)
-    kept_per_group = np.bincount(batch.codes[kept], minlength=batch.n_groups)
-    kept_groups = int(np.count_nonzero(kept_per_group))
+    n_pos = int(pos_idx.size)
     full = rows.n_pos == rows.size
     metrics: dict[str, float] = {
         "roc/rows_before": m,
-        "roc/rows_kept": n_kept,
-        "roc/rows_dropped": m - n_kept,
         "roc/rows_prefiltered": m - int(rows.codes.size),
         "roc/groups_before": batch.n_groups,
-        "roc/groups_kept": kept_groups,
-        "roc/groups_dropped": batch.n_groups - kept_groups,
         "roc/groups_rejected_all_correct": int(np.sum(status.rejected & full)),
         "roc/groups_rejected_all_wrong": int(np.sum(status.rejected & (rows.n_pos == 0))),
         "roc/groups_rejected_equal_mixed": int(np.sum(status.rejected & (rows.n_pos > 0) & ~full)),
@@ -578,37 +572,65 @@ def selection_metrics(
         "roc/groups_selected": int(np.sum(status.selectable)),
         "roc/pos_before": n_pos,
         "roc/neg_before": m - n_pos,
-        "roc/kept_pos": n_kept_pos,
-        "roc/kept_neg": n_kept - n_kept_pos,
         "roc/nonfinite_penalty_rows": nonfinite_rows,
         "roc/world_size_removed_rows": int(removed[0]),
         "roc/world_size_removed_groups": int(removed[1]),
     }
     metrics.update({f"roc/groups_{name}": int(np.sum(flags)) for name, flags in rule_flags.items()})
+    metrics.update(_trained_figures(batch, kept))
+    optional = {"roc/group_pos_rate_mean": float(np.mean(rows.n_pos / rows.size)) if rows.n_groups else None}
+    optional.update(_positive_means(batch, pos_idx, "before"))
+    metrics.update({key: value for key, value in optional.items() if value is not None})
+    return metrics
 
-    optional: dict[str, float | None] = {
-        "roc/pos_penalty_mean_before": _mean_at(batch.penalty, pos_idx),
-        "roc/pos_penalty_mean_after": _mean_at(batch.penalty, kept_pos_idx),
+
+def _trained_figures(batch: BatchView, kept: np.ndarray) -> dict[str, float]:
+    """The metrics that depend on which rows are trained on (``kept``: (m,) bool): counts, and the ``*_after`` means
+    over the kept positives (absent when none is kept)."""
+    m = int(batch.codes.size)
+    kept_pos_idx = np.flatnonzero(kept & batch.is_pos)
+    n_kept, n_kept_pos = int(np.count_nonzero(kept)), int(kept_pos_idx.size)
+    kept_per_group = np.bincount(batch.codes[kept], minlength=batch.n_groups)
+    kept_groups = int(np.count_nonzero(kept_per_group))
+    metrics: dict[str, float] = {
+        "roc/rows_kept": n_kept,
+        "roc/rows_dropped": m - n_kept,
+        "roc/groups_kept": kept_groups,
+        "roc/groups_dropped": batch.n_groups - kept_groups,
+        "roc/kept_pos": n_kept_pos,
+        "roc/kept_neg": n_kept - n_kept_pos,
     }
+    optional = _positive_means(batch, kept_pos_idx, "after")
     if kept_groups:
         kept_pos_per_group = np.bincount(batch.codes[kept_pos_idx], minlength=batch.n_groups)
         optional["roc/kept_pos_per_group_mean"] = float(kept_pos_per_group.sum() / kept_groups)
-    if rows.n_groups:
-        optional["roc/group_pos_rate_mean"] = float(np.mean(rows.n_pos / rows.size))
+    metrics.update({key: value for key, value in optional.items() if value is not None})
+    return metrics
+
+
+def _positive_means(batch: BatchView, idx: np.ndarray, suffix: str) -> dict[str, float | None]:
+    """Penalty, tool-error ratio and the optional statistics' means over the positives ``idx`` (None: undefined)."""
+    means: dict[str, float | None] = {f"roc/pos_penalty_mean_{suffix}": _mean_at(batch.penalty, idx)}
     stats = batch.stats
     if "tool_calls" in stats and "tool_errors" in stats:
-        for suffix, idx in (("before", pos_idx), ("after", kept_pos_idx)):
-            optional[f"roc/pos_tool_error_ratio_{suffix}"] = _error_ratio(
-                stats["tool_errors"], stats["tool_calls"], idx
-            )
+        means[f"roc/pos_tool_error_ratio_{suffix}"] = _error_ratio(stats["tool_errors"], stats["tool_calls"], idx)
     for name, prefix in (
         ("p_err", "roc/pos_p_err_mean"),
         ("no_tool", "roc/pos_no_tool_share"),
         ("p_format", "roc/pos_format_penalty_mean"),
     ):
         if name in stats:
-            values = stats[name].astype(np.float64, copy=False)
-            optional[f"{prefix}_before"] = _mean_at(values, pos_idx)
-            optional[f"{prefix}_after"] = _mean_at(values, kept_pos_idx)
-    metrics.update({key: value for key, value in optional.items() if value is not None})
-    return metrics
+            means[f"{prefix}_{suffix}"] = _mean_at(stats[name].astype(np.float64, copy=False), idx)
+    return means
+
+
+def trained_metrics(
+    group_ids: Any, correct: Any, penalty: Any, kept: Any, stats: Mapping[str, Any] | None = None
+) -> dict[str, float]:
+    """The ``roc/*`` metrics that depend on which rows are trained on, for a kept set chosen outside the rule (the
+    empty-batch fallback): ``roc/rows_kept``, ``roc/groups_kept``, ``roc/kept_pos`` ..., the ``*_after`` means and
+    ``roc/kept_pos_per_group_mean``. Arguments as :func:`select_rollouts`'s; ``kept``: (k,) row indices."""
+    batch, _ = _input_rows(group_ids, correct, penalty, None, stats)
+    mask = np.zeros(batch.codes.size, dtype=bool)
+    mask[np.asarray(kept, dtype=np.int64)] = True
+    return _trained_figures(batch, mask)

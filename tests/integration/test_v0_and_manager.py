@@ -72,15 +72,20 @@ def test_v0_world_size_alignment_drops_whole_groups():
 
 
 def test_v0_empty_batch_and_missing_acc():
-    batch = make_batch([[1] * 8, [0] * 8])
+    batch = make_batch([[1] * 8, [0] * 8], [[0.5, 0, 1, 0, 0.25, 0, 0, 0], [0] * 8])
     metrics: dict = {}
     v0_trainer(dp=2, empty_batch="keep_one")._balance_batch(batch, metrics)
     assert len(batch) == 4 and set(batch.non_tensor_batch["uid"]) == {"u0"}
+    assert sorted(batch.batch["row"].tolist()) == [0, 1, 2, 3]
     assert metrics["roc/empty_batch_kept_one"] == 1.0
-    # the counts say what the update trains on: the fallback group (all correct here), not the rule's empty choice
+    # the metrics say what the update trains on: the fallback group (all correct here), not the rule's empty choice
     assert (metrics["roc/rows_kept"], metrics["roc/rows_dropped"]) == (4, 12)
     assert (metrics["roc/groups_kept"], metrics["roc/groups_dropped"]) == (1, 1)
     assert (metrics["roc/kept_pos"], metrics["roc/kept_neg"]) == (4, 0)
+    assert metrics["roc/kept_pos_per_group_mean"] == 4
+    assert metrics["roc/pos_p_err_mean_after"] == pytest.approx((0.5 + 0 + 1 + 0) / 4)  # rows 0-3
+    assert metrics["roc/pos_p_err_mean_before"] == pytest.approx((0.5 + 1 + 0.25) / 8)  # every positive
+    assert "roc/pos_penalty_mean_after" in metrics
 
     # keep_one must respect the data-parallel size too (V0 has no padding rows): G=2 with dp=4 keeps 4 rows
     batch = make_batch([[1] * 4, [0] * 4])
