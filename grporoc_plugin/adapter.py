@@ -379,14 +379,20 @@ class RoCStage:
             )
         if policy == "refill" and can_refill and refills_done < self.settings.max_refills:
             return "refill"
-        logger.warning("grporoc: every group rejected at step %d; training on one zero-advantage group", step)
+        logger.warning(
+            "grporoc: no group left after selection at step %d (every group rejected, or the kept ones dropped by "
+            "world_size_align=drop_groups); training on one group instead (zero advantage when its outcomes are equal)",
+            step,
+        )
         return "keep_one"
 
     def keep_one(self, group_ids: Sequence[Hashable], world_size: int = 1) -> np.ndarray:
-        """Fallback for an all-rejected batch (``group_ids`` per session, rollout order): the first group's first
-        ``keep_n`` sessions (zero GRPO advantage, like a skipped step: verl's loops cannot skip one), topped up with
-        the next groups' sessions to a multiple of ``world_size`` (V0 has no padding rows). Every group of an
-        all-rejected batch has equal outcomes, so every advantage is 0 whichever sessions are kept."""
+        """Fallback for a batch with no group left (``group_ids`` per session, rollout order): the first group's
+        first ``keep_n`` sessions (zero GRPO advantage, like a skipped step: verl's loops cannot skip one), topped up
+        with the next groups' sessions to a multiple of ``world_size`` (V0 has no padding rows). Every group of an
+        all-rejected batch has equal outcomes, so every advantage is 0 whichever sessions are kept; when
+        ``world_size_align=drop_groups`` dropped the kept groups instead, those sessions may come from a mixed group
+        and are then trained with its (non-zero) advantages."""
         m = len(group_ids)
         if m < world_size:
             raise RuntimeError(

@@ -71,6 +71,19 @@ def test_v0_world_size_alignment_drops_whole_groups():
     assert len(set(batch.non_tensor_batch["uid"])) == 2
 
 
+def test_v0_alignment_that_empties_the_batch_falls_back_to_keep_one():
+    """One mixed group (4 kept rows) cannot fill dp=8 and is dropped; the other group is all correct (rejected): the
+    fallback trains the first group's sessions up to dp=8 (here all 8 of the mixed group: non-zero advantages), and
+    the metrics say so."""
+    batch = make_batch([[1, 0, 0, 0, 0, 0, 0, 0], [1] * 8])
+    metrics: dict = {}
+    v0_trainer(dp=8, empty_batch="keep_one")._balance_batch(batch, metrics)
+    assert sorted(batch.batch["row"].tolist()) == list(range(8))
+    assert metrics["roc/world_size_removed_groups"] == 1 and metrics["roc/empty_batch_kept_one"] == 1.0
+    assert (metrics["roc/rows_kept"], metrics["roc/groups_kept"]) == (8, 1)
+    assert (metrics["roc/kept_pos"], metrics["roc/kept_neg"]) == (1, 7)
+
+
 def test_v0_empty_batch_and_missing_acc():
     batch = make_batch([[1] * 8, [0] * 8], [[0.5, 0, 1, 0, 0.25, 0, 0, 0], [0] * 8])
     metrics: dict = {}
