@@ -208,16 +208,20 @@ def errno_name(err: int) -> str:
 
 def kill_descendants(root_pid: int, keep: frozenset[int] | set[int] = frozenset(), reap: bool = True) -> None:
     """SIGKILLs every live process whose parent chain reaches ``root_pid`` (except ``keep`` and their descendants)
-    and, with ``reap``, reaps what became ours. Repeats until none is left, so a fork bomb racing the scan is caught
-    on a later pass (its size is bounded by RLIMIT_NPROC or the pids cgroup)."""
+    and, with ``reap``, reaps what became ours. Repeats until two passes in a row find none, so a fork bomb racing
+    the scan is caught on a later pass (its size is bounded by RLIMIT_NPROC or the pids cgroup), and so is a process
+    whose parent died while a pass read /proc (it named that parent, which a later read shows reparented: dead parents
+    are kept as links in the tree, but one already reaped is gone)."""
     if reap and root_pid == os.getpid() and not keep:
         try:
             if os.waitpid(-1, os.WNOHANG)[0] == 0:
                 pass  # a child is alive: scan
         except ChildProcessError:
             return  # the common case: nothing escaped (orphans would be our children), no /proc scan needed
+    empty_passes = 0
     for _ in range(500):
         children: dict[int, list[int]] = {}
+        dead: set[int] = set()
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
@@ -225,19 +229,25 @@ def kill_descendants(root_pid: int, keep: frozenset[int] | set[int] = frozenset(
                 with open(f"/proc/{name}/stat", "rb") as f:
                     stat = f.read()
                 fields = stat[stat.rfind(b")") + 2 :].split()
-                if fields[0] in (b"Z", b"X"):
-                    continue  # dead already; reaping is its parent's business
                 ppid = int(fields[1])
             except (OSError, ValueError, IndexError):
                 continue
+            if fields[0] in (b"Z", b"X"):
+                dead.add(int(name))  # nothing to kill; reaping it is its parent's business
             children.setdefault(ppid, []).append(int(name))
         found, stack = [], [p for p in children.get(root_pid, []) if p not in keep]
         while stack:
             p = stack.pop()
-            found.append(p)
+            if p not in dead:
+                found.append(p)
             stack.extend(children.get(p, []))
         if not found:
-            return
+            empty_passes += 1
+            if empty_passes == 2:
+                return
+            time.sleep(0.001)
+            continue
+        empty_passes = 0
         for p in found:
             try:
                 os.kill(p, signal.SIGKILL)

@@ -186,7 +186,7 @@ class Template:
                 for fd in fds:
                     os.close(fd)
                 if msg is None:
-                    return  # the broker is gone; the zygotes follow by their parent-death signal
+                    return  # the broker is gone: template_main kills everything below us on the way out
                 if msg.get("op") == "kill-slot":
                     for pid, slot in self.zygotes.items():
                         if slot == msg["slot"]:
@@ -201,9 +201,10 @@ def _kill_everything_and_exit(*_: object) -> None:
 def template_main(sock: socket.socket, sp: SlotPlan, broker_pid: int) -> None:
     """Body of the template process. Never returns.
 
-    When the broker dies (the host died, or was killed) the template gets SIGTERM and kills every process below it
-    before it exits: zygotes, runs, and what runs without a PID namespace detached (setsid, double fork), which would
-    otherwise be reparented past every dying subreaper to the host's init.
+    However the template ends, it first kills every process below it: zygotes, runs, and what runs without a PID
+    namespace detached (setsid, double fork), which would otherwise be reparented past every dying subreaper to the
+    host's init. When the broker dies (the host died, or was killed) the template sees its socket close *before* the
+    broker's exit sends it SIGTERM (the kernel closes a dying process's files first): either path ends here.
     """
     try:
         signal.signal(signal.SIGTERM, _kill_everything_and_exit)
@@ -216,7 +217,7 @@ def template_main(sock: socket.socket, sp: SlotPlan, broker_pid: int) -> None:
         gc.freeze()  # forked zygotes and runs never traverse (and so never copy-on-write) these objects
         Template(sock, sp).serve()
     finally:
-        os._exit(0)
+        _kill_everything_and_exit()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
