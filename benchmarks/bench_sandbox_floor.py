@@ -129,22 +129,6 @@ def measure_floor(step: int, concurrency: int, calls: int, bpf_path: str) -> tup
     return concurrency * calls / wall, sum(r[1] for r in results) / (concurrency * calls)
 
 
-def measure_baseline(concurrency: int, calls: int) -> tuple[float, float]:
-    import concurrent.futures
-
-    from bench_sandbox import TRIVIAL, Baseline
-
-    base = Baseline()
-    try:
-        base.call(TRIVIAL)
-        c0, t0 = base.cpu_s(), time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(concurrency) as ex:
-            list(ex.map(lambda _: base.call(TRIVIAL), range(calls)))
-        return calls / (time.perf_counter() - t0), (base.cpu_s() - c0) / calls
-    finally:
-        base.close()
-
-
 def main() -> int:
     if sys.argv[1:2] == ["--worker"]:
         worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
@@ -153,7 +137,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 rounds of fewer calls")
     args = ap.parse_args()
     sys.path.insert(0, HERE)
-    from bench_sandbox import Baseline
+    from bench_sandbox import TRIVIAL, Baseline, run_load
 
     from grporoc_plugin.sandbox.seccomp import filter_bpf
 
@@ -166,15 +150,20 @@ def main() -> int:
     print(f"machine: {cores} CPUs, load average {os.getloadavg()[0]:.2f}; seccomp filter: "
           f"{'yes' if bpf else 'unavailable'}")  # fmt: skip
     res: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    with tempfile.NamedTemporaryFile(prefix="grporoc-floor-bpf-") as f:
-        f.write(bpf)
-        f.flush()
-        for rnd in range(rounds):
-            for c in (1, 2):
-                res.setdefault(("baseline", c), []).append(measure_baseline(c, base_calls * c))
-                for step, name in enumerate(STEPS):
-                    res.setdefault((name, c), []).append(measure_floor(step, c, calls, f.name))
-            print(f"  round {rnd + 1}/{rounds} done (load average {os.getloadavg()[0]:.1f})", flush=True)
+    base = Baseline()
+    try:
+        with tempfile.NamedTemporaryFile(prefix="grporoc-floor-bpf-") as f:
+            f.write(bpf)
+            f.flush()
+            for rnd in range(rounds):
+                for c in (1, 2):
+                    load = run_load(base, TRIVIAL, c, base_calls * c)
+                    res.setdefault(("baseline", c), []).append((load["eps"], load["cpu"]))
+                    for step, name in enumerate(STEPS):
+                        res.setdefault((name, c), []).append(measure_floor(step, c, calls, f.name))
+                print(f"  round {rnd + 1}/{rounds} done (load average {os.getloadavg()[0]:.1f})", flush=True)
+    finally:
+        base.close()
     base_cpu = statistics.median(cpu for c in (1, 2) for _, cpu in res[("baseline", c)])
     print(f"\nbaseline ({Baseline.name}): {base_cpu * 1e3:.2f} ms CPU per call")
     print("floor runs (each row adds one mandated primitive; no messaging, plumbing, cgroups, init or kill):")

@@ -38,7 +38,7 @@ from grporoc_plugin.config import (
 from grporoc_plugin.penalties import ERROR_KINDS, PenaltyConfig, combine_penalties, structured_penalties
 from grporoc_plugin.rc.metrics import rc_metrics, session_tokens
 from grporoc_plugin.rc.settings import RCSettings, rc_settings_from_config
-from grporoc_plugin.roc import select_rollouts, trained_metrics
+from grporoc_plugin.roc import TRAINED_OPTIONAL_METRIC_KEYS, select_rollouts, trained_metrics
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -414,8 +414,7 @@ class RoCStage:
         kept = self.keep_one(sessions.group_ids, world_size=world_size)
         values, correct, _, penalty, engine_stats = self._inputs(sessions)
         metrics = selection.metrics
-        stale = [k for k in metrics if k.startswith("roc/pos_") and k.endswith("_after")]
-        for key in [*stale, "roc/kept_pos_per_group_mean"]:
+        for key in TRAINED_OPTIONAL_METRIC_KEYS:
             metrics.pop(key, None)  # the rule's empty selection has none; a fallback without positives none either
         metrics.update(trained_metrics(sessions.group_ids, correct, penalty, kept, stats=engine_stats))
         metrics.update(rc_metrics(sessions.group_ids, values, correct, sessions.counters, kept, self.rc))

@@ -42,6 +42,7 @@ ALIGN_MODES = ("none", "drop_groups")
 __all__ = [
     "METRIC_KEYS",
     "OPTIONAL_METRIC_KEYS",
+    "TRAINED_OPTIONAL_METRIC_KEYS",
     "RoCConfig",
     "align_groups_to_world_size",
     "factorize_groups",
@@ -335,6 +336,12 @@ OPTIONAL_METRIC_KEYS = {
 """Means and ratios, reported only when their input was given and the set they average over is not empty
 ("before" = every positive of the input, the rollout policy's behaviour; "after" = the kept positives). The rule's
 own group counters (e.g. ``roc/groups_floor_applied`` of rule roc) are reported as well."""
+
+#: The optional keys that describe the kept rows (:func:`trained_metrics`): absent when nothing they average is kept.
+TRAINED_OPTIONAL_METRIC_KEYS = (
+    "roc/kept_pos_per_group_mean",
+    *(after for name, (_, after) in OPTIONAL_METRIC_KEYS.items() if name != "groups"),
+)
 
 #: Per-row statistics ``select_rollouts`` understands in ``stats`` (metrics and pre-filters; all optional).
 STAT_KEYS = ("tool_calls", "tool_errors", "p_err", "p_format", "no_tool", "void_turns")
